@@ -1,0 +1,73 @@
+"""Batched, cached encoding of queries and passages with a backbone's prefixes and lengths.
+
+``SentenceTransformer.encode`` already sorts each call's texts by length (less padding) and
+shows a progress bar; this module adds the backbone's per-side prefix and maximum length,
+autocast on a GPU, and a cache of embeddings under ``outputs/cache/embeddings`` keyed on the
+model, the side, its settings and the exact texts, so that re-running an evaluation re-encodes
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lib.io import atomic_path, fingerprint, outputs_dir
+
+SIDES = ("query", "passage")
+
+
+def model_identity(model) -> dict:
+    """What determines a model's embeddings: its backbone settings and, for folders, their weights' mtime."""
+    backbone = model.backbone
+    identity = backbone.as_dict()
+    if backbone.path:
+        weights = sorted(Path(backbone.path).glob("**/*.safetensors"))
+        identity["weights"] = [(str(w.relative_to(backbone.path)), w.stat().st_mtime_ns, w.stat().st_size)
+                               for w in weights]
+    return identity
+
+
+def autocast(device: str, precision: str = "auto"):
+    """bf16 autocast on a GPU that supports it (fp16 otherwise), nothing on the CPU."""
+    import torch
+
+    if not str(device).startswith("cuda") or precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def encode(model, texts: Sequence[str], side: str, batch_size: int = 64, cache: bool = True,
+           precision: str = "auto", show_progress_bar: bool = True) -> np.ndarray:
+    """Embed ``texts`` as queries or passages (``side``): float32, L2-normalised rows.
+
+    ``encode(model, ["Wer ...?"], "query")`` prepends the backbone's query prefix and truncates
+    at its ``max_query_length``.
+    """
+    if side not in SIDES:
+        raise ValueError(f"side {side!r}: expected one of {SIDES}")
+    texts = list(texts)
+    backbone = model.backbone
+    max_length = backbone.max_query_length if side == "query" else backbone.max_passage_length
+    path = None
+    if cache:
+        key = fingerprint(model_identity(model), side, max_length, texts)
+        path = outputs_dir() / "cache" / "embeddings" / f"{backbone.name}-{side}-{key}.npy"
+        if path.is_file():
+            return np.load(path)
+    model.max_seq_length = max_length
+    with autocast(str(model.device), precision):
+        embeddings = model.encode(texts, prompt_name=side, batch_size=batch_size,
+                                  normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=show_progress_bar)
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if path is not None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, embeddings)
+    return embeddings

@@ -1,0 +1,159 @@
+"""Where things live, and how results are written: atomically, with their provenance.
+
+Nothing is ever half-written: every file goes to a temporary sibling first and is moved into
+place with ``os.replace`` (atomic on POSIX), so a killed run leaves either the old file or the
+new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def outputs_dir() -> Path:
+    """Root of everything a run writes (``outputs/``; override with ``HBT_OUTPUTS``)."""
+    return Path(os.environ.get("HBT_OUTPUTS", PROJECT_ROOT / "outputs"))
+
+
+def cache_dir() -> Path:
+    """Downloads and converted models, shared by runs and kept outside git.
+
+    ``HBT_CACHE`` overrides; else ``$XDG_CACHE_HOME/hybrid-batch`` (``~/.cache/hybrid-batch``).
+    """
+    if "HBT_CACHE" in os.environ:
+        return Path(os.environ["HBT_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "hybrid-batch"
+
+
+def run_dir(run: str) -> Path:
+    """``outputs/<run>/``, created. A run name is a single path component."""
+    if not run or "/" in run or run in {".", ".."}:
+        raise ValueError(f"run name {run!r} must be a non-empty folder name without '/'")
+    path = outputs_dir() / run
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
+
+    Works for files and for directories (an existing directory at ``path`` is replaced).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    try:
+        yield tmp
+        if tmp.is_dir():
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        elif tmp.exists():
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (cache keys)."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=_json_default)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+TRACKED_PACKAGES = (
+    "torch", "transformers", "sentence-transformers", "datasets", "accelerate", "faiss-cpu",
+    "numpy", "pandas", "scikit-learn", "seaborn", "papermill", "ir-measures",
+)
+
+
+def versions() -> dict[str, Any]:
+    """Versions of Python, the packages that shape the numbers, the git commit and the machine."""
+    found = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip() or None
+        dirty = bool(subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+            capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    accelerator = None
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            accelerator = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "python": sys.version.split()[0],
+        "packages": found,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "accelerators": accelerator,
+    }
+
+
+def write_provenance(run_path: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Write ``config.json`` (the resolved parameters) and ``versions.json`` into a run folder."""
+    run_path = Path(run_path)
+    write_json(run_path / "config.json", config)
+    write_json(run_path / "versions.json", versions())
