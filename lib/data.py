@@ -198,7 +198,7 @@ def load_lareqa(dataset: str, languages: list[str] | None = None, candidate_cont
                 verify: bool = True) -> RetrievalDataset:
     """Load XQuAD-R or MLQA-R: ``load_lareqa("xquad-r")``.
 
-    ``max_questions`` keeps the first N question ids (in file order of the first language) and
+    ``max_questions`` keeps N question ids (taken in turn from each language's file order) and
     only the paragraphs that hold their answers, in every language: a small but complete
     benchmark for smoke tests (not comparable to published numbers).
     """
@@ -223,7 +223,16 @@ def load_lareqa(dataset: str, languages: list[str] | None = None, candidate_cont
 
 
 def _subset(questions: pd.DataFrame, candidates: pd.DataFrame, max_questions: int):
-    keep_ids = list(dict.fromkeys(questions.qid))[:max_questions]
+    # round-robin over languages, each taking its next id in file order: every language stays
+    # represented even in MLQA-R, where an id exists in only 2 to 4 of the 7 languages
+    queues = [list(dict.fromkeys(group.qid)) for _, group in questions.groupby("lang", sort=True)]
+    keep_ids: dict[str, None] = {}
+    while len(keep_ids) < max_questions and any(queues):
+        for queue in queues:
+            while queue and queue[0] in keep_ids:
+                queue.pop(0)
+            if queue and len(keep_ids) < max_questions:
+                keep_ids[queue.pop(0)] = None
     questions = questions[questions.qid.isin(keep_ids)].reset_index(drop=True)
     paragraphs = set(candidates.paragraph_id.iloc[questions.answer])
     keep = candidates.paragraph_id.isin(paragraphs).to_numpy()

@@ -53,6 +53,8 @@ def lareqa_ranks(dataset: RetrievalDataset, question_embeddings: np.ndarray,
     rows: list[pd.DataFrame] = []
 
     def record(setting, query_lang, target_lang, query_rows, pool, relevant_global):
+        if len(query_rows) == 0:
+            return
         local = np.full(len(candidates), -1)
         local[pool] = np.arange(len(pool))
         index = build_index(candidate_embeddings[pool])

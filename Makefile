@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine with Python 3.11 and pip:
+#   make run    the main job (creates .venv if missing)
+#   make test   pytest for lib/ and nbval for every notebook (same set-up)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PLAN   ?= params/main.yaml
+# where the smoke-profile notebooks of `make test` write (kept apart from real runs)
+SMOKE_OUTPUTS ?= $(CURDIR)/outputs/ci-smoke
+
+.PHONY: venv run test test-lib test-notebooks lab clean-smoke
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+run: venv
+	$(PY) -m lib.runner $(PLAN)
+
+test: test-lib test-notebooks
+
+test-lib: venv
+	HBT_PROFILE=smoke $(PY) -m pytest tests
+
+test-notebooks: venv
+	rm -rf $(SMOKE_OUTPUTS)
+	HBT_PROFILE=smoke HBT_OUTPUTS=$(SMOKE_OUTPUTS) $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+lab: venv
+	$(VENV)/bin/jupyter lab notebooks
+
+clean-smoke:
+	rm -rf $(SMOKE_OUTPUTS)

@@ -1,0 +1,109 @@
+"""Zero-shot or trained-model evaluation, from a backbone to ``outputs/<run>/``.
+
+``evaluate_lareqa(model, dataset)`` encodes questions and candidates (cached), ranks every
+relevant candidate in the mono, cross and multi settings with exact faiss search, and turns
+the ranks into per-query metrics and the paper's averages (``lib.metrics``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lib.data import RetrievalDataset
+from lib.encode import encode
+from lib.io import atomic_path, write_json, write_provenance
+from lib.metrics import per_query_metrics, summarise, summary_table
+from lib.retrieval import SETTINGS, lareqa_ranks
+
+
+@dataclass
+class Evaluation:
+    """What an evaluation produced: a flat ``summary`` of named metrics (sentence-transformers
+    evaluator style), tables per language and per pair, per-query ranks, and timings."""
+
+    summary: dict[str, float]
+    per_language: pd.DataFrame
+    per_pair: pd.DataFrame | None = None
+    per_query: pd.DataFrame | None = None
+    ranks: pd.DataFrame | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
+                    settings=SETTINGS) -> Evaluation:
+    timings = {}
+    start = time.perf_counter()
+    questions = encode(model, dataset.questions.text, "query", batch_size=batch_size)
+    timings["encode_questions_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    candidates = encode(model, dataset.candidates.text, "passage", batch_size=batch_size)
+    timings["encode_candidates_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    ranks = lareqa_ranks(dataset, questions, candidates, settings)
+    timings["search_s"] = time.perf_counter() - start
+    per_query = per_query_metrics(ranks)
+    tables = summarise(per_query)
+    summary = summary_table(tables["macro"]).iloc[0].to_dict()
+    return Evaluation(summary, tables["per_language"], tables["per_pair"], per_query, ranks, timings)
+
+
+def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[str, Any]) -> Path:
+    """``config.json``, ``versions.json``, ``metrics.json`` and per-query tables in a run folder."""
+    run_path = Path(run_path)
+    write_provenance(run_path, config)
+
+    def records(frame):
+        return None if frame is None else frame.reset_index().to_dict(orient="records")
+
+    write_json(run_path / "metrics.json", {
+        "summary": evaluation.summary, "timings": evaluation.timings,
+        "per_language": records(evaluation.per_language), "per_pair": records(evaluation.per_pair),
+    })
+    for name in ("ranks", "per_query"):
+        frame = getattr(evaluation, name)
+        if frame is not None:
+            with atomic_path(run_path / f"{name}.parquet") as tmp:
+                frame.to_parquet(tmp, index=False)
+    return run_path
+
+
+LAREQA_DATASETS = ("xquad-r", "mlqa-r")
+
+
+def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: str = "sentence",
+                   batch_size: int = 64, device: str = "auto", run: str = "",
+                   max_questions: int | None = None, languages: list[str] | None = None,
+                   data_dir: str | None = None) -> tuple[Evaluation, Path]:
+    """Everything 04_evaluate does, in one call: load, encode, search, score, write ``outputs/<run>/``.
+
+    ``backbone`` is a registry name (``params/backbones``) or a trained model folder.
+    """
+    from lib.backbones import default_device, load_model
+    from lib.data import load_lareqa
+    from lib.io import run_dir
+
+    if dataset not in LAREQA_DATASETS:
+        raise ValueError(f"dataset {dataset!r}: expected one of {LAREQA_DATASETS}")
+    device = default_device() if device == "auto" else device
+    started = time.perf_counter()
+    model = load_model(backbone, device=device)
+    data = load_lareqa(dataset, languages=languages, candidate_context=candidate_context,
+                       data_dir=data_dir, max_questions=max_questions)
+    name = model.backbone.name
+    run = run or f"eval-{name}-{dataset}" + ("" if candidate_context == "sentence" else f"-{candidate_context}")
+    config = {
+        "task": "evaluate", "backbone": backbone, "backbone_settings": model.backbone.as_dict(),
+        "dataset": dataset, "candidate_context": candidate_context, "languages": data.languages,
+        "max_questions": max_questions, "n_questions": len(data.questions),
+        "n_candidates": len(data.candidates), "batch_size": batch_size, "device": device,
+        "run": run, "index": "faiss IndexFlatIP (exact inner product on L2-normalised embeddings)",
+    }
+    evaluation = evaluate_lareqa(model, data, batch_size=batch_size)
+    evaluation.timings["total_s"] = time.perf_counter() - started
+    path = write_evaluation(run_dir(run), evaluation, config)
+    return evaluation, path

@@ -1,0 +1,88 @@
+"""Run notebooks with papermill, one folder per run, skipping runs that are already complete.
+
+``python -m lib.runner params/main.yaml`` executes every run the file lists (each a notebook
+and its parameters), writes each executed notebook next to its outputs in ``outputs/<run>/``,
+and ends with a summary table of every run's metrics (``outputs/<summary>/summary.{md,csv}``).
+A run counts as complete when its ``metrics.json`` exists (it is written last and atomically);
+an interrupted run is simply executed again (training resumes from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from lib.io import PROJECT_ROOT, read_json, run_dir, write_json, write_text
+
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+
+
+def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = False,
+            log_output: bool = False) -> Path:
+    """Execute ``notebooks/<notebook>`` with ``parameters`` (plus ``run``) into ``outputs/<run>/``."""
+    import papermill
+
+    path = run_dir(run)
+    if not force and (path / "metrics.json").is_file():
+        print(f"[skip] {run}: complete")
+        return path
+    source = NOTEBOOKS / notebook
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook {source.name} not found in notebooks/")
+    started = time.perf_counter()
+    print(f"[run ] {run}: {notebook} {parameters}", flush=True)
+    papermill.execute_notebook(str(source), str(path / notebook), parameters={**parameters, "run": run},
+                               cwd=str(NOTEBOOKS), log_output=log_output, progress_bar=False)
+    print(f"[done] {run}: {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+def collect(runs: list[str]) -> pd.DataFrame:
+    """One row per run with its configuration essentials and summary metrics."""
+    rows = []
+    for run in runs:
+        path = run_dir(run)
+        if not (path / "metrics.json").is_file():
+            continue
+        metrics, config = read_json(path / "metrics.json"), read_json(path / "config.json")
+        settings = config.get("backbone_settings", {})
+        rows.append({"run": run, "backbone": settings.get("name", config.get("backbone")),
+                     "dataset": config.get("dataset"), "candidates": config.get("candidate_context"),
+                     **metrics.get("summary", {}),
+                     "wall_s": metrics.get("timings", {}).get("total_s")})
+    return pd.DataFrame(rows)
+
+
+def run_plan(plan_file: str | Path, force: bool = False) -> pd.DataFrame:
+    plan = yaml.safe_load(Path(plan_file).read_text(encoding="utf-8"))
+    names = []
+    for entry in plan["runs"]:
+        entry = dict(entry)
+        notebook, run = entry.pop("notebook"), entry.pop("run")
+        execute(notebook, run, entry, force=force)
+        names.append(run)
+    table = collect(names)
+    summary = run_dir(plan.get("summary", "summary"))
+    with pd.option_context("display.float_format", "{:.3f}".format):
+        write_text(summary / "summary.md", table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    table.to_csv(summary / "summary.csv", index=False)
+    write_json(summary / "plan.json", plan)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("plan", help="YAML file listing runs (params/main.yaml)")
+    parser.add_argument("--force", action="store_true", help="re-run complete runs too")
+    args = parser.parse_args(argv)
+    table = run_plan(args.plan, force=args.force)
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+
+
+if __name__ == "__main__":
+    main()

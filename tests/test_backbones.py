@@ -1,0 +1,59 @@
+"""Backbone registry, the offline multilingual-e5-small, the tiny model, and hub errors offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lib.backbones import BackboneError, available_backbones, get_backbone, load_model
+from lib.encode import encode
+
+
+def test_registry_lists_the_paper_backbones():
+    assert {"me5-small-q4", "me5-small", "xlmr-base", "xlmr-large", "labse", "tiny"} <= set(available_backbones())
+    labse = get_backbone("labse")
+    assert labse.source == "hub" and labse.hub_id == "sentence-transformers/LaBSE" and labse.pooling == "cls"
+    assert get_backbone("xlmr-base").extra["sentence_transformers"] is False
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    with pytest.raises(BackboneError, match="unknown backbone 'bert-x'.*me5-small-q4"):
+        get_backbone("bert-x")
+
+
+def test_hub_backbone_offline_names_the_offline_backbone(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(BackboneError, match="me5-small-q4"):
+        load_model("labse", device="cpu")
+
+
+def test_tiny_model_encodes_normalised_and_caches(tiny_model, tmp_path):
+    texts = ["Wie alt ist Berlin?", "How old is Berlin?", "¿Qué edad tiene Berlín?"]
+    first = encode(tiny_model, texts, "query", batch_size=2, show_progress_bar=False)
+    assert first.shape == (3, 32) and first.dtype == np.float32
+    assert np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
+    cached = list((tmp_path / "outputs" / "cache" / "embeddings").glob("tiny-query-*.npy"))
+    assert len(cached) == 1
+    again = encode(tiny_model, texts, "query", show_progress_bar=False)
+    assert np.array_equal(first, again)
+    passages = encode(tiny_model, texts, "passage", show_progress_bar=False)
+    assert not np.allclose(first, passages)  # the prefix differs
+
+
+@pytest.mark.slow
+def test_me5_small_q4_scores_translations_above_non_pairs():
+    model = load_model("me5-small-q4", device="cpu")
+    english = ["The cat sleeps on the sofa.", "Berlin is the capital of Germany.",
+               "I would like a cup of coffee.", "The train leaves at eight o'clock.",
+               "Water boils at one hundred degrees."]
+    german = ["Die Katze schläft auf dem Sofa.", "Berlin ist die Hauptstadt Deutschlands.",
+              "Ich hätte gern eine Tasse Kaffee.", "Der Zug fährt um acht Uhr ab.",
+              "Wasser kocht bei hundert Grad."]
+    en = encode(model, english, "passage", cache=False, show_progress_bar=False)
+    de = encode(model, german, "passage", cache=False, show_progress_bar=False)
+    similarity = en @ de.T
+    pairs = np.diag(similarity)
+    non_pairs = similarity[~np.eye(len(english), dtype=bool)]
+    assert pairs.mean() > non_pairs.mean() + 0.1
+    assert (similarity.argmax(axis=1) == np.arange(len(english))).all()

@@ -1,0 +1,31 @@
+"""The whole evaluation on a small real subset with the tiny model: files and their contents."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from lib.evaluate import run_evaluation
+
+
+@pytest.mark.real_data
+def test_run_evaluation_writes_a_complete_run(lareqa_dir, tmp_path):
+    evaluation, path = run_evaluation("tiny", "mlqa-r", max_questions=30, device="cpu", run="t")
+    for name in ("config.json", "versions.json", "metrics.json", "ranks.parquet", "per_query.parquet"):
+        assert (path / name).is_file(), name
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert set(metrics["summary"]) >= {"mono map", "cross map", "multi map", "multi rank_distance",
+                                        "mono recall@1", "multi recall@10", "mono map@20"}
+    config = json.loads((path / "config.json").read_text())
+    assert config["backbone_settings"]["query_prefix"] == "query: "
+    assert config["candidate_context"] == "sentence"
+    ranks = pd.read_parquet(path / "ranks.parquet")
+    # MLQA-R: 7 mono settings; cross only where the id exists in both languages
+    assert ranks.query("setting == 'mono'").query_lang.nunique() == 7
+    assert len(ranks.query("setting == 'cross'").groupby(["query_lang", "target_lang"])) <= 42
+    multi = ranks.query("setting == 'multi'")
+    assert multi.groupby(["query_lang", "qid"]).size().between(2, 4).all()
+    for setting in ("mono", "cross", "multi"):
+        assert 0 < metrics["summary"][f"{setting} map"] <= 1
