@@ -31,13 +31,13 @@ def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = F
     if not force and (path / "metrics.json").is_file():
         print(f"[skip] {run}: complete")
         return path
-    source = NOTEBOOKS / notebook
+    source = Path(notebook) if Path(notebook).is_absolute() else NOTEBOOKS / notebook
     if not source.is_file():
-        raise FileNotFoundError(f"notebook {source.name} not found in notebooks/")
+        raise FileNotFoundError(f"notebook {notebook} not found (a name in notebooks/ or an absolute path)")
     started = time.perf_counter()
     print(f"[run ] {run}: {notebook} {parameters}", flush=True)
-    papermill.execute_notebook(str(source), str(path / notebook), parameters={**parameters, "run": run},
-                               cwd=str(NOTEBOOKS), log_output=log_output, progress_bar=False)
+    papermill.execute_notebook(str(source), str(path / source.name), parameters={**parameters, "run": run},
+                               cwd=str(source.parent), log_output=log_output, progress_bar=False)
     print(f"[done] {run}: {time.perf_counter() - started:.0f} s", flush=True)
     return path
 
