@@ -8,7 +8,7 @@ PLAN   ?= params/main.yaml
 # where the smoke-profile notebooks of `make test` write (kept apart from real runs)
 SMOKE_OUTPUTS ?= $(CURDIR)/outputs/ci-smoke
 
-.PHONY: venv run test test-lib test-notebooks lab clean-smoke
+.PHONY: venv run grid grid-smoke test test-lib test-notebooks lab clean-smoke
 
 venv: $(VENV)/.installed
 
@@ -21,6 +21,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 run: venv
 	$(PY) -m lib.runner $(PLAN)
+
+grid: venv
+	$(PY) -m lib.grid params/grid.yaml
+
+grid-smoke: venv
+	$(PY) -m lib.grid params/grid-smoke.yaml
 
 test: test-lib test-notebooks
 

@@ -20,15 +20,32 @@ from lib.io import atomic_path, fingerprint, outputs_dir
 SIDES = ("query", "passage")
 
 
-def model_identity(model) -> dict:
-    """What determines a model's embeddings: its backbone settings and, for folders, their weights' mtime."""
-    backbone = model.backbone
+def model_identity(backbone) -> dict:
+    """What determines a backbone's embeddings: its settings and, for folders, their weights' mtime."""
     identity = backbone.as_dict()
     if backbone.path:
         weights = sorted(Path(backbone.path).glob("**/*.safetensors"))
         identity["weights"] = [(str(w.relative_to(backbone.path)), w.stat().st_mtime_ns, w.stat().st_size)
                                for w in weights]
     return identity
+
+
+def _max_length(backbone, side: str) -> int:
+    if side not in SIDES:
+        raise ValueError(f"side {side!r}: expected one of {SIDES}")
+    return backbone.max_query_length if side == "query" else backbone.max_passage_length
+
+
+def cache_file(backbone, texts: Sequence[str], side: str) -> Path:
+    """Where the embeddings of ``texts`` by ``backbone`` (a ``lib.backbones.Backbone``) are cached."""
+    key = fingerprint(model_identity(backbone), side, _max_length(backbone, side), list(texts))
+    return outputs_dir() / "cache" / "embeddings" / f"{backbone.name}-{side}-{key}.npy"
+
+
+def cached_embeddings(backbone, texts: Sequence[str], side: str) -> np.ndarray | None:
+    """The cached embeddings of ``texts``, or ``None`` on a miss; needs no model."""
+    path = cache_file(backbone, texts, side)
+    return np.load(path) if path.is_file() else None
 
 
 def autocast(device: str, precision: str = "auto"):
@@ -49,18 +66,12 @@ def encode(model, texts: Sequence[str], side: str, batch_size: int = 64, cache: 
     ``encode(model, ["Wer ...?"], "query")`` prepends the backbone's query prefix and truncates
     at its ``max_query_length``.
     """
-    if side not in SIDES:
-        raise ValueError(f"side {side!r}: expected one of {SIDES}")
     texts = list(texts)
     backbone = model.backbone
-    max_length = backbone.max_query_length if side == "query" else backbone.max_passage_length
-    path = None
-    if cache:
-        key = fingerprint(model_identity(model), side, max_length, texts)
-        path = outputs_dir() / "cache" / "embeddings" / f"{backbone.name}-{side}-{key}.npy"
-        if path.is_file():
-            return np.load(path)
-    model.max_seq_length = max_length
+    path = cache_file(backbone, texts, side) if cache else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    model.max_seq_length = _max_length(backbone, side)
     with autocast(str(model.device), precision):
         embeddings = model.encode(texts, prompt_name=side, batch_size=batch_size,
                                   normalize_embeddings=True, convert_to_numpy=True,

@@ -32,10 +32,11 @@ class Evaluation:
     per_query: pd.DataFrame | None = None
     ranks: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    neighbours: Any = None  # lib.bias.Neighbours: top-k of every multilingual query, distractor ranks
 
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
-                    settings=SETTINGS) -> Evaluation:
+                    settings=SETTINGS, top_k: int = 10) -> Evaluation:
     timings = {}
     start = time.perf_counter()
     questions = encode(model, dataset.questions.text, "query", batch_size=batch_size)
@@ -46,10 +47,17 @@ def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
     start = time.perf_counter()
     ranks = lareqa_ranks(dataset, questions, candidates, settings)
     timings["search_s"] = time.perf_counter() - start
+    neighbours = None
+    if "multi" in settings:  # what 05_bias needs beyond the relevant ranks, while embeddings are at hand
+        from lib.bias import multilingual_neighbours
+
+        start = time.perf_counter()
+        neighbours = multilingual_neighbours(dataset, questions, candidates, k=top_k)
+        timings["neighbours_s"] = time.perf_counter() - start
     per_query = per_query_metrics(ranks)
     tables = summarise(per_query)
     summary = summary_table(tables["macro"]).iloc[0].to_dict()
-    return Evaluation(summary, tables["per_language"], tables["per_pair"], per_query, ranks, timings)
+    return Evaluation(summary, tables["per_language"], tables["per_pair"], per_query, ranks, timings, neighbours)
 
 
 def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[str, Any]) -> Path:
@@ -64,10 +72,15 @@ def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[
         "summary": evaluation.summary, "timings": evaluation.timings,
         "per_language": records(evaluation.per_language), "per_pair": records(evaluation.per_pair),
     })
-    for name in ("ranks", "per_query"):
-        frame = getattr(evaluation, name)
+    frames = {"ranks.parquet": evaluation.ranks, "per_query.parquet": evaluation.per_query}
+    if evaluation.neighbours is not None:
+        from lib.bias import ALIGNMENT_FILE, NEIGHBOURS_FILE
+
+        frames[NEIGHBOURS_FILE] = evaluation.neighbours.top_k
+        frames[ALIGNMENT_FILE] = evaluation.neighbours.alignment
+    for name, frame in frames.items():
         if frame is not None:
-            with atomic_path(run_path / f"{name}.parquet") as tmp:
+            with atomic_path(run_path / name) as tmp:
                 frame.to_parquet(tmp, index=False)
     return run_path
 

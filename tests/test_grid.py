@@ -1,0 +1,290 @@
+"""The grid runner: grid files, expansion, run names, skipping, conflicts, failures, end to end."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from lib.backbones import available_backbones
+from lib.grid import (GridError, build_report, cell_table, eval_run_name, expand_cells, is_complete, load_grid,
+                      notebook_parameters, plan_jobs, run_grid, train_run_name, write_report, zero_shot_run_name)
+from lib.io import PROJECT_ROOT, outputs_dir, read_json, run_dir, write_json
+
+PARAMS = PROJECT_ROOT / "params"
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+
+
+def write_grid(tmp_path: Path, **changes) -> Path:
+    grid = {"name": "g", "backbones": ["tiny"], "samplers": ["mono", "hybrid"], "seeds": [0, 1],
+            "alphas": [0.5], "train_datasets": ["mlqa-r"], "eval_datasets": ["xquad-r"], "zero_shot": True,
+            "train": {"steps": 2, "batch_size": 4}, "evaluate": {"max_questions": 6, "device": "cpu"},
+            "report": {"run": "report-g", "resamples": 100}}
+    grid.update(changes)
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid), encoding="utf-8")
+    return path
+
+
+# -------------------------------------------------------------------------------- grid files
+
+
+def test_default_grid_expands_to_the_documented_cells():
+    grid = load_grid(PARAMS / "grid.yaml")
+    cells = expand_cells(grid)
+    trained = [c for c in cells if c.train_run]
+    assert len(cells) == 11 and len(trained) == 10
+    assert sorted({c.sampler for c in trained}) == ["cross", "en", "hybrid", "mono"]
+    assert [c.seed for c in trained if c.sampler == "en"] == [0]
+    assert all(len([c for c in trained if c.sampler == s]) == 3 for s in ("mono", "cross", "hybrid"))
+    names = {c.train_run for c in trained}
+    assert "train-me5-small-q4-hybrid-a0.5-mlqa-r-s0" in names and "train-me5-small-q4-en-mlqa-r-s0" in names
+    jobs = plan_jobs(grid)
+    assert [j.kind for j in jobs].count("evaluate") == 11 and jobs[-1].kind == "report"
+    assert jobs[-1].run == "report" and jobs[-1].parameters["grid"] == "grid"
+    # the zero-shot evaluation is the one `make run` already makes (params/main.yaml): reused
+    main_runs = {entry["run"] for entry in yaml.safe_load((PARAMS / "main.yaml").read_text())["runs"]}
+    assert zero_shot_run_name("me5-small-q4", "xquad-r", "sentence") in main_runs
+    assert cells[0].eval_runs == (("xquad-r", "zeroshot-me5-small-q4-xquad-r-sentence"),)
+
+
+def test_smoke_grid_is_small_and_fast():
+    grid = load_grid("grid-smoke")                        # a bare name means params/<name>.yaml
+    assert grid.backbones == ["tiny"] and grid.train["steps"] <= 5 and grid.evaluate["max_questions"] <= 20
+    assert len([j for j in plan_jobs(grid) if j.kind == "train"]) == 5
+
+
+def test_paper_grid_configuration():
+    grid = load_grid(PARAMS / "grid-paper.yaml")
+    assert set(grid.backbones) <= set(available_backbones()) and set(grid.backbones) == {"xlmr-base", "labse"}
+    assert grid.train["batch_size"] == 100 and grid.train["learning_rate"] == pytest.approx(3e-5)
+    assert set(grid.samplers) == {"mono", "cross", "hybrid"}
+    cells = expand_cells(grid)
+    assert len(cells) == 2 * (1 + 2 * 3 * 3)              # per backbone: zero-shot + 2 mixtures x 3 samplers x 3 seeds
+    for cell in cells:
+        if cell.train_run:                                # never evaluated on what it trained on
+            assert not {d for d, _ in cell.eval_runs} & set(cell.train_sources.split(","))
+    evaluations = [j for j in plan_jobs(grid) if j.kind == "evaluate" and j.cell.train_run]
+    assert all(Path(j.parameters["backbone"]).parts[-2:] == (j.cell.train_run, "model-best") for j in evaluations)
+
+
+@pytest.mark.parametrize("name", ["grid", "grid-smoke", "grid-paper"])
+def test_grid_parameters_exist_in_the_notebooks(name):
+    grid = load_grid(name)
+    by_notebook: dict[str, set] = {}
+    for job in plan_jobs(grid):
+        by_notebook.setdefault(job.notebook, set()).update(job.parameters)
+    for notebook, names in by_notebook.items():
+        if not (NOTEBOOKS / notebook).is_file():
+            pytest.skip(f"{notebook} does not exist yet")
+        assert names <= notebook_parameters(notebook), notebook
+
+
+def test_run_names():
+    assert train_run_name("me5-small-q4", "hybrid", 0.5, "mlqa-r", 0) == "train-me5-small-q4-hybrid-a0.5-mlqa-r-s0"
+    assert train_run_name("tiny", "mono", 0.5, "mlqa-r,xquad-r", 2, tag="long") == "train-tiny-mono-mlqa-r+xquad-r-s2-long"
+    assert eval_run_name("train-x", "xquad-r") == "eval-train-x-xquad-r"
+    assert eval_run_name("train-x", "xquad-r", "paragraph") == "eval-train-x-xquad-r-paragraph"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"backbones": ["no-such-model"]}, "unknown backbone"),
+    ({"samplers": ["random"]}, "unknown sampler"),
+    ({"eval_datasets": ["mlqa-r"]}, "trains on"),
+    ({"train": {"steps": 2, "sampler": "en"}}, "sets per cell"),
+    ({"alphas": [1.5]}, r"alpha 1.5"),
+    ({"colour": "blue"}, "unknown keys"),
+    ({"eval_datasets": ["squad"]}, "unknown evaluation dataset"),
+])
+def test_bad_grid_files_are_refused(tmp_path, change, message):
+    with pytest.raises(GridError, match=message):
+        load_grid(write_grid(tmp_path, **change))
+
+
+def test_mixtures_with_their_own_evaluation(tmp_path):
+    grid = load_grid(write_grid(tmp_path, train_datasets=[{"train": "mlqa-r", "evaluate": ["xquad-r"]},
+                                                         {"train": "xquad-r", "evaluate": ["mlqa-r"]}],
+                                eval_datasets=["xquad-r", "mlqa-r"], samplers=["cross"], seeds=[0]))
+    table = cell_table(grid)
+    assert len(table) == 2 + 2                            # zero-shot on both, one cell per mixture
+    assert set(table[table.train_sources == "xquad-r"].dataset) == {"mlqa-r"}
+
+
+# -------------------------------------------------------------------------------- running
+
+
+class FakeExecutor:
+    """Behaves like lib.runner.execute (skips complete runs) and records papermill's parameters."""
+
+    def __init__(self, fail: set[str] = frozenset()):
+        self.executed: list[str] = []
+        self.fail = fail
+
+    def __call__(self, notebook, run, parameters, force=False):
+        path = run_dir(run)
+        if not force and (path / "metrics.json").is_file():
+            return path
+        if run in self.fail:
+            raise RuntimeError(f"{run} broke")
+        self.executed.append(run)
+        book = nbformat.v4.new_notebook()
+        book.metadata["papermill"] = {"parameters": {**parameters, "run": run}}
+        nbformat.write(book, path / notebook)
+        write_json(path / "metrics.json", {"summary": {}})
+        return path
+
+
+def test_jobs_run_in_order_and_complete_runs_are_skipped(tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    fake = FakeExecutor()
+    table = run_grid(grid, execute=fake)
+    kinds = [j.kind for j in plan_jobs(grid)]
+    assert fake.executed == [j.run for j in plan_jobs(grid)]
+    assert kinds[:2] == ["evaluate", "bias"] and kinds[2:5] == ["train", "evaluate", "bias"]
+    assert set(table.status) == {"done"}
+    manifest = outputs_dir() / "g"
+    assert (manifest / "grid.json").is_file() and (manifest / "cells.csv").is_file() and (manifest / "status.csv").is_file()
+
+    again = FakeExecutor()
+    table = run_grid(grid, execute=again)
+    assert again.executed == ["report-g"]                 # the report is always rebuilt
+    assert set(table.status[table.kind != "report"]) == {"skipped"}
+
+
+def test_complete_run_with_other_parameters_stops_the_grid(tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    run_grid(grid, execute=FakeExecutor())
+    changed = load_grid(write_grid(tmp_path, train={"steps": 3, "batch_size": 4}))
+    with pytest.raises(GridError, match="steps: grid 3 vs run 2"):
+        run_grid(changed, execute=FakeExecutor())
+    tagged = load_grid(write_grid(tmp_path, train={"steps": 3, "batch_size": 4}, tag="steps3"))
+    fake = FakeExecutor()
+    run_grid(tagged, execute=fake)
+    assert "train-tiny-mono-mlqa-r-s0-steps3" in fake.executed
+
+
+def test_a_failed_training_blocks_its_evaluations_only(tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    broken = "train-tiny-mono-mlqa-r-s1"
+    with pytest.raises(RuntimeError, match="broke"):
+        run_grid(grid, execute=FakeExecutor(fail={broken}))
+    fake = FakeExecutor(fail={broken})
+    with pytest.raises(GridError, match="failed or were blocked"):
+        run_grid(grid, execute=fake, keep_going=True)
+    status = read_json_csv(outputs_dir() / "g" / "status.csv")
+    assert status[broken] == "failed"
+    assert status[eval_run_name(broken, "xquad-r")] == "blocked"
+    assert status["bias-" + eval_run_name(broken, "xquad-r")] == "blocked"
+    assert status["train-tiny-hybrid-a0.5-mlqa-r-s1"] in {"done", "skipped"}
+
+
+def read_json_csv(path):
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    return dict(zip(table.run, table.status))
+
+
+# -------------------------------------------------------------------------------- end to end
+
+
+def in_process(notebook, run, parameters, force=False):
+    """What each notebook does, called directly (the notebooks are thin wrappers of these calls)."""
+    if not force and is_complete(run):
+        return run_dir(run)
+    if notebook == "03_train.ipynb":
+        from lib.train import TrainConfig, train
+
+        train(TrainConfig(**parameters, run=run), progress=False)
+    elif notebook == "04_evaluate.ipynb":
+        from lib.evaluate import run_evaluation
+
+        run_evaluation(**parameters, run=run)
+    elif notebook == "05_bias.ipynb":
+        from lib.bias import run_bias_analysis
+
+        run_bias_analysis(parameters["runs"], run=run, top_k=parameters.get("top_k", 10), device="cpu")
+    else:
+        report = build_report(parameters["grid"], resamples=parameters.get("resamples", 100), seed=0)
+        write_report(run_dir(run), report)
+    return run_dir(run)
+
+
+def test_end_to_end_smoke_grid_in_process(tmp_path, lareqa_dir):
+    """tiny backbone: zero-shot + hybrid, 2 steps, 6 questions; train -> evaluate -> bias -> report."""
+    import pandas as pd
+
+    grid = load_grid(write_grid(tmp_path, samplers=["hybrid"], seeds=[0],
+                                train={"steps": 2, "batch_size": 4, "device": "cpu"},
+                                bias={"top_k": 5}, report={"run": "report-g", "resamples": 200}))
+    table = run_grid(grid, execute=in_process)
+    assert set(table.status) == {"done"} and len(table) == 2 * 2 + 1 + 1     # 2 x (evaluate, bias), train, report
+    report_dir = outputs_dir() / "report-g"
+    results = pd.read_csv(report_dir / "results.csv")
+    assert set(results.status) == {"complete"} and set(results.system) == {"zero-shot", "hybrid a=0.5"}
+    assert results["multi map"].between(0, 1).all() and results["bias same_language_distractor"].notna().all()
+    assert results.train_steps.dropna().tolist() == [2]
+    significance = pd.read_csv(report_dir / "significance.csv")
+    assert len(significance) == 3                         # 1 pair of systems x 3 settings
+    assert significance.p_value.between(0, 1).all() and set(significance.setting) == {"mono", "cross", "multi"}
+    assert "## Paired significance" in (report_dir / "report.md").read_text()
+    metrics = read_json(report_dir / "metrics.json")
+    assert metrics["summary"]["complete_runs"] == 2 and metrics["summary"]["comparisons"] == 3
+    # a second pass trains nothing
+    again = run_grid(grid, execute=in_process)
+    assert set(again.status[again.kind != "report"]) == {"skipped"}
+
+
+@pytest.mark.skipif(not os.environ.get("HBT_GRID_E2E"), reason="set HBT_GRID_E2E=1: runs every notebook of "
+                    "params/grid-smoke.yaml with papermill (18 notebooks, minutes)")
+def test_smoke_grid_with_the_notebooks(lareqa_dir):
+    table = run_grid(load_grid("grid-smoke"))
+    assert set(table.status) <= {"done", "skipped"}
+    assert (outputs_dir() / "report-smoke" / "report.md").is_file()
+
+
+# -------------------------------------------------------------------------------- tables
+
+
+def _results():
+    import pandas as pd
+
+    rows = []
+    for system, seed, value in [("zero-shot", None, 0.50), ("mono", 0, 0.60), ("mono", 1, 0.62), ("mono", 2, 0.64),
+                                ("hybrid a=0.5", 0, 0.70)]:
+        rows.append({"backbone": "xlmr-base", "system": system, "seed": seed, "dataset": "xquad-r",
+                     "train_sources": None if system == "zero-shot" else "mlqa-r", "status": "complete",
+                     "eval_run": f"r-{system}-{seed}", "mono map": value, "cross map": value - 0.1,
+                     "multi map": value - 0.2})
+    rows.append({**rows[-1], "seed": 1, "status": "missing", "mono map": None})
+    return pd.DataFrame(rows)
+
+
+def test_seed_summary_and_mean_std_cells():
+    from lib.grid import format_mean_std, seed_summary
+
+    summary = seed_summary(_results(), ["mono map", "multi map"])
+    mono = summary.loc[("xlmr-base", "mlqa-r", "xquad-r", "mono")]
+    assert mono[("mono map", "mean")] == pytest.approx(0.62) and mono[("mono map", "std")] == pytest.approx(0.02)
+    assert mono[("mono map", "n")] == 3
+    hybrid = summary.loc[("xlmr-base", "mlqa-r", "xquad-r", "hybrid a=0.5")]
+    assert hybrid[("mono map", "n")] == 1                 # the missing seed is not counted
+    cells = format_mean_std(summary, ["mono map"])
+    assert cells.loc[("xlmr-base", "mlqa-r", "xquad-r", "mono"), "mono map"] == "0.620 ± 0.020 (3)"
+    assert cells.loc[("xlmr-base", "mlqa-r", "xquad-r", "hybrid a=0.5"), "mono map"] == "0.700"
+
+
+def test_paper_numbers_side_by_side_for_matching_backbones():
+    from lib.grid import load_reference, paper_side_by_side, seed_summary
+
+    reference = load_reference("paper")
+    assert {"model", "dataset", "setting", "metric", "lang", "sampler", "value"} <= set(reference.columns)
+    side = paper_side_by_side(seed_summary(_results()))
+    assert set(side.system) == {"mono", "hybrid a=0.5"}   # zero-shot has no paper number
+    mono = side.set_index("system").loc["mono"]
+    assert mono["mono map paper"] == pytest.approx(0.7918)   # XLM-R X-X-mono, XQuAD-R (paper.md)
+    assert mono["mono map diff"] == pytest.approx(0.62 - 0.7918, abs=1e-3)
+    assert load_reference("lareqa").model.unique().tolist() == ["mbert"]
