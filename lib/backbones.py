@@ -63,12 +63,18 @@ def available_backbones() -> list[str]:
 
 
 def get_backbone(name_or_path: str) -> Backbone:
-    """The registry entry ``name_or_path``, or a trained model directory (its ``backbone.json``)."""
+    """The registry entry ``name_or_path``, or a trained model directory (its ``backbone.json``).
+
+    A relative directory is looked up from the working directory, then from the project root
+    (so ``outputs/<run>/model`` works from a notebook's folder too).
+    """
     candidate = Path(name_or_path)
+    if not candidate.is_dir() and not candidate.is_absolute() and (PROJECT_ROOT / candidate).is_dir():
+        candidate = PROJECT_ROOT / candidate
     if candidate.is_dir():
         meta = candidate / "backbone.json"
         settings = read_json(meta) if meta.is_file() else {"name": candidate.name}
-        settings.update(source="path", path=str(candidate))
+        settings.update(source="path", path=str(candidate.resolve()))
         return Backbone(**settings)
     yaml_file = BACKBONE_DIR / f"{name_or_path}.yaml"
     if not yaml_file.is_file():

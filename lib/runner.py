@@ -42,19 +42,37 @@ def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = F
     return path
 
 
+TRAINING_COLUMNS = ("sampler", "alpha", "steps", "batch_size", "best_step", "best_val_loss",
+                    "pairs_per_second", "peak_memory_mb", "wall_time_s")
+
+
 def collect(runs: list[str]) -> pd.DataFrame:
-    """One row per run with its configuration essentials and summary metrics."""
+    """One row per evaluation run: its backbone, dataset, candidates and summary metrics."""
     rows = []
     for run in runs:
         path = run_dir(run)
         if not (path / "metrics.json").is_file():
             continue
         metrics, config = read_json(path / "metrics.json"), read_json(path / "config.json")
+        if "summary" not in metrics:
+            continue
         settings = config.get("backbone_settings", {})
         rows.append({"run": run, "backbone": settings.get("name", config.get("backbone")),
                      "dataset": config.get("dataset"), "candidates": config.get("candidate_context"),
-                     **metrics.get("summary", {}),
-                     "wall_s": metrics.get("timings", {}).get("total_s")})
+                     **metrics["summary"], "wall_s": metrics.get("timings", {}).get("total_s")})
+    return pd.DataFrame(rows)
+
+
+def collect_training(runs: list[str]) -> pd.DataFrame:
+    """One row per training run (03_train): sampler, steps, validation loss, speed and memory."""
+    rows = []
+    for run in runs:
+        path = run_dir(run)
+        if not (path / "metrics.json").is_file() or not (path / "train_log.csv").is_file():
+            continue
+        metrics, config = read_json(path / "metrics.json"), read_json(path / "config.json")
+        merged = {**config, **metrics}
+        rows.append({"run": run, **{name: merged.get(name) for name in TRAINING_COLUMNS}})
     return pd.DataFrame(rows)
 
 
@@ -66,10 +84,13 @@ def run_plan(plan_file: str | Path, force: bool = False) -> pd.DataFrame:
         notebook, run = entry.pop("notebook"), entry.pop("run")
         execute(notebook, run, entry, force=force)
         names.append(run)
-    table = collect(names)
+    table, training = collect(names), collect_training(names)
     summary = run_dir(plan.get("summary", "summary"))
-    with pd.option_context("display.float_format", "{:.3f}".format):
-        write_text(summary / "summary.md", table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    text = "## Evaluations\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
+    if len(training):
+        text += "\n## Training runs\n\n" + training.to_markdown(index=False, floatfmt=".3f") + "\n"
+        training.to_csv(summary / "training.csv", index=False)
+    write_text(summary / "summary.md", text)
     table.to_csv(summary / "summary.csv", index=False)
     write_json(summary / "plan.json", plan)
     return table
