@@ -76,13 +76,15 @@ def collect_training(runs: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_plan(plan_file: str | Path, force: bool = False) -> pd.DataFrame:
+def run_plan(plan_file: str | Path, force: bool = False, collect_only: bool = False) -> pd.DataFrame:
+    """Execute every run of a plan (unless ``collect_only``), then write its summary tables."""
     plan = yaml.safe_load(Path(plan_file).read_text(encoding="utf-8"))
     names = []
     for entry in plan["runs"]:
         entry = dict(entry)
         notebook, run = entry.pop("notebook"), entry.pop("run")
-        execute(notebook, run, entry, force=force)
+        if not collect_only:
+            execute(notebook, run, entry, force=force)
         names.append(run)
     table, training = collect(names), collect_training(names)
     summary = run_dir(plan.get("summary", "summary"))
@@ -100,8 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("plan", help="YAML file listing runs (params/main.yaml)")
     parser.add_argument("--force", action="store_true", help="re-run complete runs too")
+    parser.add_argument("--collect-only", action="store_true", help="only gather the complete runs into the summary")
     args = parser.parse_args(argv)
-    table = run_plan(args.plan, force=args.force)
+    table = run_plan(args.plan, force=args.force, collect_only=args.collect_only)
     print(table.to_markdown(index=False, floatfmt=".3f"))
 
 
