@@ -745,7 +745,7 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
         report.tables["mAP"], report.significance
     """
     if isinstance(grid, (str, Path)):
-        grid = load_grid(grid)
+        grid = load_grid(grid) if str(grid) else None  # "": only the extra runs
     if isinstance(extra_runs, str):
         extra_runs = [r.strip() for r in extra_runs.split(",") if r.strip()]
     results = grid_results(grid, extra_runs)
