@@ -86,25 +86,45 @@ def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[
 
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
+DATASETS = (*LAREQA_DATASETS, "tatoeba", "miracl")
 
 
 def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: str = "sentence",
                    batch_size: int = 64, device: str = "auto", run: str = "",
                    max_questions: int | None = None, languages: list[str] | None = None,
-                   data_dir: str | None = None) -> tuple[Evaluation, Path]:
+                   data_dir: str | None = None, index: str = "flat") -> tuple[Evaluation, Path]:
     """Everything 04_evaluate does, in one call: load, encode, search, score, write ``outputs/<run>/``.
 
-    ``backbone`` is a registry name (``params/backbones``) or a trained model folder.
+    ``backbone`` is a registry name (``params/backbones``) or a trained model folder; ``dataset``
+    is xquad-r or mlqa-r (LAReQA), tatoeba (``lib.tatoeba``) or miracl (``lib.miracl``, with
+    ``index`` = flat | ivf | hnsw | ivfpq). ``languages``: None = every language of the dataset
+    (MIRACL: the paper's 15).
     """
     from lib.backbones import default_device, load_model
     from lib.data import load_lareqa
     from lib.io import run_dir
 
-    if dataset not in LAREQA_DATASETS:
-        raise ValueError(f"dataset {dataset!r}: expected one of {LAREQA_DATASETS}")
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset {dataset!r}: expected one of {DATASETS}")
     device = default_device() if device == "auto" else device
     started = time.perf_counter()
     model = load_model(backbone, device=device)
+    if dataset not in LAREQA_DATASETS:
+        run = run or f"eval-{model.backbone.name}-{dataset}"
+        config = {"task": "evaluate", "backbone": backbone, "backbone_settings": model.backbone.as_dict(),
+                  "dataset": dataset, "languages": languages, "batch_size": batch_size, "device": device,
+                  "run": run, "index": index if dataset == "miracl" else "exact (lib.tatoeba)"}
+        if dataset == "tatoeba":
+            from lib.tatoeba import evaluate_tatoeba
+
+            evaluation = evaluate_tatoeba(model, languages=languages, data_dir=data_dir, batch_size=batch_size)
+        else:
+            from lib.miracl import PAPER_LANGUAGES, evaluate_miracl
+
+            evaluation = evaluate_miracl(model, languages or PAPER_LANGUAGES, data_dir=data_dir, index=index,
+                                         batch_size=batch_size)
+        evaluation.timings["total_s"] = time.perf_counter() - started
+        return evaluation, write_evaluation(run_dir(run), evaluation, config)
     data = load_lareqa(dataset, languages=languages, candidate_context=candidate_context,
                        data_dir=data_dir, max_questions=max_questions)
     name = model.backbone.name

@@ -30,3 +30,20 @@ def test_run_evaluation_writes_a_complete_run(lareqa_dir, tmp_path):
     assert multi.groupby(["query_lang", "qid"]).size().between(2, 4).all()
     for setting in ("mono", "cross", "multi"):
         assert 0 < metrics["summary"][f"{setting} map"] <= 1
+
+
+def test_run_evaluation_dispatches_tatoeba(tmp_path):
+    import os
+
+    root = os.environ.get("TATOEBA_DIR")
+    if not root:
+        pytest.skip("TATOEBA_DIR is not set")
+    evaluation, path = run_evaluation("tiny", "tatoeba", languages=["deu"], device="cpu", run="tt")
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert 0 <= metrics["summary"]["tatoeba_all_xx_to_eng"] <= 1
+    assert json.loads((path / "config.json").read_text())["dataset"] == "tatoeba"
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="tatoeba"):
+        run_evaluation("tiny", "squad", device="cpu")

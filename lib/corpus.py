@@ -1,0 +1,501 @@
+"""Corpus-scale dense retrieval: embeddings encoded in shards on disk, and the faiss index types.
+
+Encoding a corpus of millions of passages takes hours, so it is written in shards and can be
+killed and resumed. A corpus directory holds
+
+    manifest.json            what was encoded (model, side, shard size) and every finished shard
+    shard-00000.npy          float32 rows, L2-normalised (np.load(..., mmap_mode="r") reads lazily)
+    shard-00000.ids.json     the ids of those rows, when ids were given
+
+A shard file is written atomically first, then the manifest is rewritten atomically with the
+shard's entry (row range, fingerprint of its texts). A run killed at any moment leaves finished
+shards listed and nothing half-written; rerunning the same call skips every listed shard whose
+file is intact and whose texts still hash the same, and encodes the rest. Several processes (one
+per GPU) can share one directory, each with its own manifest (``worker=r, workers=W``).
+
+Index types (``INDEX_TYPES``), all inner product (= cosine on normalised rows):
+
+* ``flat``  exact search (``IndexFlatIP``): 4*d bytes per vector, the reference;
+* ``ivf``   inverted lists (``IndexIVFFlat``): k-means into ``nlist`` cells, search ``nprobe``
+  of them; same memory as flat, search cost ~ nprobe/nlist of it;
+* ``hnsw``  graph (``IndexHNSWFlat``, ``M`` links per node): fast, no training, about 8*M more
+  bytes per vector (2*M int32 neighbours on the base layer), slow to build; CPU only in faiss
+  (it stays on the CPU when a GPU is present);
+* ``ivfpq`` inverted lists over product-quantised codes (``IndexIVFPQ``, ``pq_m`` bytes per
+  vector at 8 bits per sub-quantiser): for memory, lossy.
+
+With ``faiss.get_num_gpus() > 0`` (and ``device="auto"``) flat, ivf and ivfpq indexes move to all
+GPUs (``index_cpu_to_all_gpus``, rows sharded across GPUs with ``shard=True``).
+
+    store = encode_corpus(model, texts, "outputs/cache/corpus/xx", ids=docids)
+    index, record = build_index(store, IndexParams("ivf", nlist=4096, nprobe=64))
+    scores, rows = search(index, query_embeddings, k=100)     # rows index store.ids()
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from lib.io import atomic_path, fingerprint, read_json, write_json
+
+INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
+MANIFEST = "manifest.json"
+SETTING_DEFAULTS = {"dtype": "float32"}   # settings that manifests written before they existed lack
+
+
+class CorpusError(ValueError):
+    """A corpus directory or index request is inconsistent; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sharded encoding
+# --------------------------------------------------------------------------------------------
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.npy"
+
+
+@dataclass
+class ShardedEmbeddings:
+    """A corpus directory written by ``encode_corpus``: its manifest and lazily loaded shards."""
+
+    directory: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, directory: str | Path) -> "ShardedEmbeddings":
+        """Read the manifest(s) of a corpus directory; those of several workers are merged."""
+        directory = Path(directory)
+        paths = sorted(directory.glob("manifest*.json"))
+        if not paths:
+            raise CorpusError(f"no {MANIFEST} in {directory}: encode the corpus first (encode_corpus)")
+        manifests = [read_json(p) for p in paths]
+        settings = [{k: m.get(k, SETTING_DEFAULTS.get(k)) for k in ("model", "side", "shard_size", "dtype")}
+                    for m in manifests]
+        if any(s != settings[0] for s in settings):
+            raise CorpusError(f"the manifests in {directory} disagree ({settings}): one directory per model/side")
+        shards = {k: v for m in manifests for k, v in m["shards"].items()}
+        ordered = sorted(shards.values(), key=lambda e: e["index"])
+        contiguous = all(e["index"] == i and e["start"] == (ordered[i - 1]["stop"] if i else 0)
+                         for i, e in enumerate(ordered))
+        workers = {m.get("workers", 1) for m in manifests}
+        complete = (all(m.get("complete") for m in manifests) and contiguous and len(workers) == 1
+                    and len(manifests) == workers.pop()
+                    and len(ordered) == max(m.get("n_shards", -1) for m in manifests))
+        dims = {m["dim"] for m in manifests if m.get("dim") is not None}
+        merged = {**settings[0], "dim": dims.pop() if dims else None, "shards": shards, "complete": complete,
+                  "n_rows": ordered[-1]["stop"] if ordered else 0, "manifests": [p.name for p in paths]}
+        return cls(directory, merged)
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        return sorted(self.manifest["shards"].values(), key=lambda s: s["index"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete"))
+
+    @property
+    def ntotal(self) -> int:
+        return sum(s["stop"] - s["start"] for s in self.shards)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    def iter_shards(self, mmap: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, embeddings)`` per shard in row order; memory-mapped unless ``mmap=False``."""
+        for shard in self.shards:
+            array = np.load(self.directory / shard["file"], mmap_mode="r" if mmap else None)
+            yield shard["start"], array
+
+    def embeddings(self) -> np.ndarray:
+        """All rows in one in-memory float32 array (only for corpora that fit in memory)."""
+        if not self.shards:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate([np.asarray(a, dtype=np.float32) for _, a in self.iter_shards()])
+
+    def rows(self, row_ids: np.ndarray) -> np.ndarray:
+        """The float32 embeddings of arbitrary rows (any shape of ids), read from the memory-mapped shards."""
+        row_ids = np.asarray(row_ids)
+        flat = row_ids.ravel()
+        starts = np.array([s["start"] for s in self.shards])
+        which = np.searchsorted(starts, flat, side="right") - 1
+        if flat.size and (flat.min() < 0 or flat.max() >= self.ntotal):
+            raise CorpusError(f"row ids outside 0..{self.ntotal - 1}")
+        out = np.empty((flat.size, self.dim), dtype=np.float32)
+        arrays = dict(enumerate(a for _, a in self.iter_shards()))
+        for shard in np.unique(which):
+            mask = which == shard
+            out[mask] = arrays[int(shard)][flat[mask] - starts[shard]]
+        return out.reshape(*row_ids.shape, self.dim)
+
+    def ids(self) -> list[str]:
+        """The ids of all rows in row order (``encode_corpus(..., ids=...)``)."""
+        out: list[str] = []
+        for shard in self.shards:
+            if "ids_file" not in shard:
+                raise CorpusError(f"{self.directory} was encoded without ids; pass ids= to encode_corpus")
+            out += json.loads((self.directory / shard["ids_file"]).read_text(encoding="utf-8"))
+        return out
+
+    def sample(self, count: int, seed: int = 0) -> np.ndarray:
+        """``count`` rows drawn uniformly without replacement (index training), seeded."""
+        total = self.ntotal
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(total, size=min(count, total), replace=False))
+        parts = []
+        for start, array in self.iter_shards():
+            local = rows[(rows >= start) & (rows < start + len(array))] - start
+            if local.size:
+                parts.append(np.asarray(array[local], dtype=np.float32))
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def _shard_is_intact(directory: Path, entry: dict[str, Any]) -> bool:
+    path = directory / entry["file"]
+    if not path.is_file():
+        return False
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError):
+        return False
+    if array.shape[0] != entry["stop"] - entry["start"]:
+        return False
+    return "ids_file" not in entry or (directory / entry["ids_file"]).is_file()
+
+
+def manifest_name(worker: int = 0, workers: int = 1) -> str:
+    return MANIFEST if workers == 1 else f"manifest.worker-{worker}-of-{workers}.json"
+
+
+def encode_corpus(model, texts: Iterable[str], directory: str | Path, ids: Iterable[str] | None = None,
+                  side: str = "passage", shard_size: int = 50_000, batch_size: int = 64,
+                  n_texts: int | None = None, encode_fn=None, show_progress: bool = True,
+                  worker: int = 0, workers: int = 1, dtype: str = "float32") -> ShardedEmbeddings:
+    """Encode ``texts`` (any iterable, streamed) into shards of ``shard_size`` rows under ``directory``.
+
+    Resumable: a shard already listed in the manifest, whose file is intact and whose texts hash
+    the same, is skipped (its texts are still read from the iterable, not encoded). The manifest
+    records the model identity, side and shard size; resuming with other settings is refused.
+    Each shard is encoded with ``lib.encode.encode(model, shard_texts, side, cache=False)``
+    (``encode_fn`` replaces it, e.g. in tests). ``n_texts`` only sizes the progress bar.
+
+    Several processes (one per GPU) share the work with ``worker=r, workers=W``: worker r encodes
+    the shards whose number is r modulo W and keeps its own manifest
+    (``manifest.worker-r-of-W.json``); ``ShardedEmbeddings.open`` merges them and is ``complete``
+    once every worker has finished. ``dtype="float16"`` stores half the bytes (50 GB -> 25 GB for
+    MIRACL English); readers get float32 back.
+
+        store = encode_corpus(model, (d["title"] + " " + d["text"] for d in docs), "corpus/sw",
+                              ids=(d["docid"] for d in docs), shard_size=50_000)
+    """
+    from lib.encode import encode, model_identity
+
+    if shard_size < 1:
+        raise CorpusError(f"shard_size={shard_size}: expected a positive number of rows per shard")
+    if dtype not in ("float32", "float16"):
+        raise CorpusError(f"dtype={dtype!r}: expected 'float32' or 'float16'")
+    if not 0 <= worker < workers:
+        raise CorpusError(f"worker={worker} of workers={workers}: expected 0 <= worker < workers")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if encode_fn is None:
+        def encode_fn(chunk):
+            return encode(model, chunk, side, batch_size=batch_size, cache=False, show_progress_bar=False)
+        identity = fingerprint(model_identity(model.backbone))
+    else:
+        identity = fingerprint(getattr(encode_fn, "__qualname__", "custom"))
+    settings = {"model": identity, "side": side, "shard_size": shard_size, "dtype": dtype}
+
+    manifest_path = directory / manifest_name(worker, workers)
+    if manifest_path.is_file():
+        manifest = read_json(manifest_path)
+        old = {key: manifest.get(key, SETTING_DEFAULTS.get(key)) for key in settings}
+        if old != settings:
+            raise CorpusError(
+                f"{directory} holds embeddings made with {old}, not {settings}: use another directory "
+                "for another model/side/shard size, or delete this one to start over")
+    else:
+        manifest = {**settings, "dim": None, "shards": {}, "complete": False, "workers": workers}
+    manifest["complete"] = False
+
+    id_iter = iter(ids) if ids is not None else None
+    text_iter = iter(texts)
+    total_shards = math.ceil(n_texts / shard_size) if n_texts else None
+    progress = tqdm(total=total_shards, desc=f"encoding shards ({directory.name})", unit="shard",
+                    disable=not show_progress)
+    start, index, encoded, skipped = 0, 0, 0, 0
+    while True:
+        chunk = list(itertools.islice(text_iter, shard_size))
+        if not chunk:
+            break
+        chunk_ids = None
+        if id_iter is not None:
+            chunk_ids = [str(i) for i in itertools.islice(id_iter, len(chunk))]
+            if len(chunk_ids) != len(chunk):
+                raise CorpusError(f"ids ran out at row {start + len(chunk_ids)}: give one id per text")
+        key = fingerprint(chunk, chunk_ids)
+        entry = manifest["shards"].get(str(index))
+        if index % workers != worker:
+            pass                                      # another worker's shard
+        elif entry and entry["fingerprint"] == key and entry["start"] == start and _shard_is_intact(directory, entry):
+            skipped += 1
+        else:
+            embeddings = np.ascontiguousarray(encode_fn(chunk), dtype=np.float32)
+            if embeddings.shape[0] != len(chunk):
+                raise CorpusError(f"encoder returned {embeddings.shape[0]} rows for {len(chunk)} texts")
+            if manifest["dim"] not in (None, embeddings.shape[1]):
+                raise CorpusError(f"shard {index} has dim {embeddings.shape[1]}, earlier shards {manifest['dim']}")
+            manifest["dim"] = int(embeddings.shape[1])
+            entry = {"index": index, "file": shard_name(index), "start": start, "stop": start + len(chunk),
+                     "fingerprint": key}
+            with atomic_path(directory / entry["file"]) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.save(handle, embeddings.astype(dtype, copy=False))
+            if chunk_ids is not None:
+                entry["ids_file"] = shard_name(index).replace(".npy", ".ids.json")
+                with atomic_path(directory / entry["ids_file"]) as tmp:
+                    tmp.write_text(json.dumps(chunk_ids, ensure_ascii=False), encoding="utf-8")
+            manifest["shards"][str(index)] = entry
+            write_json(manifest_path, manifest)
+            encoded += 1
+        progress.update(1)
+        start += len(chunk)
+        index += 1
+    progress.close()
+    if id_iter is not None and next(id_iter, None) is not None:
+        raise CorpusError(f"more ids than texts ({start} texts): give one id per text")
+    stale = [k for k in manifest["shards"] if int(k) >= index]
+    for k in stale:  # the corpus got shorter: drop shards beyond its end
+        manifest["shards"].pop(k)
+    manifest.update(complete=True, n_rows=start, n_shards=index, encoded_last_run=encoded,
+                    skipped_last_run=skipped)
+    write_json(manifest_path, manifest)
+    return ShardedEmbeddings.open(directory)
+
+
+# --------------------------------------------------------------------------------------------
+# Index types
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class IndexParams:
+    """Which faiss index and its knobs. ``None`` knobs get defaults from the corpus size
+    (``resolved(n)``): ``nlist = 4 * sqrt(n)`` (faiss guideline: 4-16 sqrt(n)), ``nprobe = nlist/16``
+    (at least 16), ``pq_m = 48`` sub-quantisers of 8 bits (48 bytes per 384-dim vector),
+    HNSW ``M = 32``, ``efConstruction = 80``, ``efSearch = 128``."""
+
+    kind: str = "flat"
+    nlist: int | None = None
+    nprobe: int | None = None
+    pq_m: int = 48
+    pq_nbits: int = 8
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    train_size: int | None = None   # rows sampled for k-means / PQ training (default 64 * nlist, <= n)
+    seed: int = 0
+    device: str = "auto"            # auto | cpu | gpu
+    gpu_float16: bool = False       # flat/ivf on GPU: store vectors in fp16 (half the memory)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in INDEX_TYPES:
+            raise CorpusError(f"index kind {self.kind!r}: expected one of {INDEX_TYPES}")
+        if self.device not in ("auto", "cpu", "gpu"):
+            raise CorpusError(f"device {self.device!r}: expected auto, cpu or gpu")
+
+    def resolved(self, n: int) -> "IndexParams":
+        params = IndexParams(**asdict(self))
+        if params.kind in ("ivf", "ivfpq"):
+            if params.nlist is None:
+                params.nlist = max(1, min(int(4 * math.sqrt(max(n, 1))), max(1, n // 39)))
+            if params.nprobe is None:
+                params.nprobe = max(1, min(params.nlist, max(16, params.nlist // 16)))
+            if params.train_size is None:
+                params.train_size = min(n, 64 * params.nlist)
+        return params
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def use_gpu(params: IndexParams) -> bool:
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if params.device == "gpu" and gpus == 0:
+        raise CorpusError("device='gpu' but faiss sees no GPU: install faiss-gpu or use device='auto'")
+    return params.device != "cpu" and gpus > 0 and params.kind != "hnsw"
+
+
+def make_index(dim: int, params: IndexParams) -> faiss.Index:
+    """An empty (untrained) CPU index of ``params.kind`` for ``dim``-dimensional rows."""
+    if params.kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if params.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+        return index
+    if params.nlist is None:
+        raise CorpusError(f"{params.kind} needs nlist: call params.resolved(n_rows) first")
+    quantizer = faiss.IndexFlatIP(dim)
+    if params.kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dim, params.nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        if dim % params.pq_m:
+            raise CorpusError(f"pq_m={params.pq_m} must divide the dimension {dim}")
+        index = faiss.IndexIVFPQ(quantizer, dim, params.nlist, params.pq_m, params.pq_nbits,
+                                 faiss.METRIC_INNER_PRODUCT)
+    index.own_fields = True
+    quantizer.this.disown()
+    index.nprobe = params.nprobe
+    return index
+
+
+def _to_gpu(index: faiss.Index, params: IndexParams) -> faiss.Index:
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True
+    options.useFloat16 = params.gpu_float16
+    return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
+def set_search_params(index: faiss.Index, params: IndexParams) -> None:
+    """Apply ``nprobe`` / ``efSearch`` to a built index (CPU or GPU)."""
+    if params.kind in ("ivf", "ivfpq") and params.nprobe:
+        try:
+            faiss.ParameterSpace().set_index_parameter(index, "nprobe", params.nprobe)
+        except (RuntimeError, AttributeError):
+            faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", params.nprobe)
+    if params.kind == "hnsw":
+        faiss.downcast_index(index).hnsw.efSearch = params.ef_search
+
+
+def build_index(corpus: ShardedEmbeddings | np.ndarray, params: IndexParams | str = "flat",
+                show_progress: bool = True) -> tuple[faiss.Index, dict[str, Any]]:
+    """Train (ivf, ivfpq) and fill an index from a sharded corpus or an in-memory array.
+
+    Returns the index and a record of what was built: resolved parameters, device, train and
+    add seconds. Training rows are drawn uniformly with ``params.seed``.
+    """
+    if isinstance(params, str):
+        params = IndexParams(params)
+    if isinstance(corpus, np.ndarray):
+        array = np.ascontiguousarray(corpus, dtype=np.float32)
+        n, dim = array.shape
+        shards = [(0, array)]
+
+        def sample(count, seed):
+            rows = np.sort(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False))
+            return array[rows]
+    else:
+        n, dim = corpus.ntotal, corpus.dim
+        shards = corpus.iter_shards()
+        sample = corpus.sample
+    if n == 0:
+        raise CorpusError("cannot index an empty corpus")
+    params = params.resolved(n)
+    index = make_index(dim, params)
+    gpu = use_gpu(params)
+    if gpu:
+        index = _to_gpu(index, params)
+    record = {"params": params.as_dict(), "device": "gpu" if gpu else "cpu", "n": n, "dim": dim}
+    start = time.perf_counter()
+    if params.kind in ("ivf", "ivfpq"):
+        if params.train_size < params.nlist:
+            raise CorpusError(f"train_size={params.train_size} < nlist={params.nlist}: lower nlist")
+        index.train(sample(params.train_size, params.seed))
+    record["train_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    progress = tqdm(total=n, desc=f"adding to {params.kind} index", unit="vec", disable=not show_progress)
+    for _, array in shards:
+        for offset in range(0, len(array), 100_000):
+            block = np.ascontiguousarray(array[offset:offset + 100_000], dtype=np.float32)
+            index.add(block)
+            progress.update(len(block))
+    progress.close()
+    record["add_s"] = time.perf_counter() - start
+    set_search_params(index, params)
+    return index, record
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int = 100, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner products and row ids for each query row (ids are -1 where fewer exist)."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    k = min(k, index.ntotal)
+    scores, rows = [], []
+    for start in range(0, len(queries), batch):
+        s, r = index.search(queries[start:start + batch], k)
+        scores.append(s)
+        rows.append(r)
+    if not scores:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate(scores), np.concatenate(rows)
+
+
+def _merge_top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` of each row of ``scores`` (descending; ties by row id)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+        np.tile(np.arange(scores.shape[1]), (len(scores), 1))
+    top_scores = np.take_along_axis(scores, part, axis=1)
+    top_rows = np.take_along_axis(rows, part, axis=1)
+    order = np.lexsort((top_rows, -top_scores), axis=1)
+    return np.take_along_axis(top_scores, order, axis=1), np.take_along_axis(top_rows, order, axis=1)
+
+
+def exact_search_shards(store: ShardedEmbeddings, queries: np.ndarray, k: int = 100,
+                        show_progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner-product search that streams the memory-mapped shards: the ``flat``
+    result with memory bounded by one shard (a corpus larger than RAM can be searched exactly).
+
+        scores, rows = exact_search_shards(ShardedEmbeddings.open("corpus/en"), query_embeddings)
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    for start, array in tqdm(list(store.iter_shards()), desc="exact search over shards", unit="shard",
+                             disable=not show_progress):
+        scores = queries @ np.asarray(array, dtype=np.float32).T
+        rows = np.broadcast_to(np.arange(start, start + len(array), dtype=np.int64), scores.shape)
+        best_scores, best_rows = _merge_top_k(np.hstack([best_scores, scores]), np.hstack([best_rows, rows]), k)
+    return best_scores, best_rows
+
+
+def rerank(vectors: ShardedEmbeddings | np.ndarray, queries: np.ndarray, candidate_rows: np.ndarray,
+           k: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products of each query with its approximate candidates (e.g. ivfpq's top 1000,
+    read back from the shards), best ``k`` kept: recovers most of what product quantisation lost.
+    Candidate ids of -1 (fewer hits than asked) are dropped."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    valid = candidate_rows >= 0
+    safe = np.where(valid, candidate_rows, 0)
+    candidates = vectors.rows(safe) if isinstance(vectors, ShardedEmbeddings) else \
+        np.asarray(vectors[safe], dtype=np.float32)
+    scores = np.einsum("qd,qcd->qc", queries, candidates)
+    scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    return _merge_top_k(scores, np.where(valid, candidate_rows, -1).astype(np.int64), k)
+
+
+def index_bytes(index: faiss.Index) -> int:
+    """Serialised size of a CPU index (a GPU index is copied back to the CPU first)."""
+    if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
+        index = faiss.index_gpu_to_cpu(index)
+    return int(faiss.serialize_index(index).size)
+
+
+def recall_against(exact_rows: np.ndarray, approx_rows: np.ndarray, k: int | None = None) -> float:
+    """Recall@k of an approximate top-k against exact top-k: mean |approx ∩ exact| / k."""
+    k = k or exact_rows.shape[1]
+    hits = [len(np.intersect1d(e[:k], a[:k])) for e, a in zip(exact_rows, approx_rows)]
+    return float(np.mean(hits) / k)
