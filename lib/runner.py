@@ -54,7 +54,7 @@ def collect(runs: list[str]) -> pd.DataFrame:
         if not (path / "metrics.json").is_file():
             continue
         metrics, config = read_json(path / "metrics.json"), read_json(path / "config.json")
-        if "summary" not in metrics:
+        if config.get("task") != "evaluate" or "summary" not in metrics:
             continue
         settings = config.get("backbone_settings", {})
         rows.append({"run": run, "backbone": settings.get("name", config.get("backbone")),

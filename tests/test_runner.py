@@ -17,7 +17,7 @@ def make_notebook(path):
         "from lib.io import run_dir, write_json\n"
         "path = run_dir(run)\n"
         "(path / 'calls.txt').open('a').write('x')\n"
-        "write_json(path / 'config.json', {'dataset': 'toy', 'backbone': 'none'})\n"
+        "write_json(path / 'config.json', {'task': 'evaluate', 'dataset': 'toy', 'backbone': 'none'})\n"
         "write_json(path / 'metrics.json', {'summary': {'value': value}, 'timings': {'total_s': 0.1}})")]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, path)
