@@ -57,3 +57,18 @@ def test_me5_small_q4_scores_translations_above_non_pairs():
     non_pairs = similarity[~np.eye(len(english), dtype=bool)]
     assert pairs.mean() > non_pairs.mean() + 0.1
     assert (similarity.argmax(axis=1) == np.arange(len(english))).all()
+
+
+def test_model_folder_resolves_from_the_project_root(tmp_path, monkeypatch):
+    import json
+
+    import lib.backbones as backbones
+
+    folder = tmp_path / "outputs" / "run-x" / "model"
+    folder.mkdir(parents=True)
+    (folder / "backbone.json").write_text(json.dumps({"name": "tiny-hybrid", "pooling": "mean"}))
+    monkeypatch.setattr(backbones, "PROJECT_ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path / "outputs")  # as papermill runs a notebook from another folder
+    backbone = get_backbone("outputs/run-x/model")
+    assert backbone.source == "path" and backbone.name == "tiny-hybrid"
+    assert backbone.path == str(folder.resolve())
