@@ -601,3 +601,86 @@ def composition_overview(summary: pd.DataFrame) -> pd.DataFrame:
     totals["monolingual_pairs"] = totals.mono_pairs / totals.pairs
     overview = totals[["batches", "monolingual_pairs", "languages_per_batch"]].join(kinds)
     return overview.rename_axis(columns=None)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures and checks of 02_sampling (compositions from ``batch_composition``, summaries from
+# ``batch_summary``)
+
+
+def language_pair_figure(compositions: pd.DataFrame, languages: list[str], title: str = ""):
+    """One heatmap per sampler: share of pairs per (query language, passage language)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    names = [name for name in SAMPLERS if name in set(compositions.sampler)]
+    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        counts = language_pair_counts(compositions[compositions.sampler == name], languages)
+        sns.heatmap(counts / counts.to_numpy().sum(), ax=ax, cmap="viridis", square=True, vmin=0,
+                    annot=True, fmt=".2f", annot_kws={"size": 6}, cbar=False)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("passage language")
+        ax.set_ylabel("query language" if ax is axes[0][0] else "")
+    figure.suptitle(title or "share of pairs per language pair")
+    figure.tight_layout()
+    return figure
+
+
+def monolingual_share_figure(summary: pd.DataFrame, shown: int = 60):
+    """Share of monolingual pairs in each of the first ``shown`` batches, one row per sampler."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    strip = summary[summary.batch < shown].pivot(index="sampler", columns="batch", values="monolingual_share")
+    figure, ax = plt.subplots(figsize=(12, 2.6))
+    sns.heatmap(strip.loc[[name for name in SAMPLERS if name in strip.index]], ax=ax, cmap="vlag", vmin=0,
+                vmax=1, linewidths=0.5, cbar_kws={"label": "monolingual pairs"})
+    ax.set_title(f"share of monolingual pairs in each of the first {min(shown, strip.shape[1])} batches")
+    return figure
+
+
+def batch_kinds_figure(summary: pd.DataFrame, alpha: float):
+    """Share of mono, cross and mixed batches per sampler; the dashed line is alpha."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    kinds = (composition_overview(summary)[["mono_batches", "cross_batches", "mixed_batches"]]
+             .rename(columns=lambda column: column.removesuffix("_batches"))
+             .reset_index().melt(id_vars="sampler", var_name="kind", value_name="share of batches"))
+    figure, ax = plt.subplots(figsize=(7, 3))
+    sns.barplot(data=kinds, x="sampler", y="share of batches", hue="kind",
+                order=[name for name in SAMPLERS if name in set(kinds.sampler)], ax=ax)
+    ax.axhline(alpha, color="grey", linestyle="--", linewidth=1)
+    ax.set_title(f"kinds of batch (dashed: alpha = {alpha})")
+    return figure
+
+
+def mono_batch_languages(summary: pd.DataFrame, compositions: pd.DataFrame) -> pd.DataFrame:
+    """The language of every monolingual batch of the mono and hybrid samplers."""
+    first = compositions.groupby(["sampler", "batch"]).query_lang.first().reset_index()
+    mono = summary[summary.kind == "mono"].merge(first, on=["sampler", "batch"])
+    return mono[mono.sampler.isin(["mono", "hybrid"])]
+
+
+def mono_language_figure(summary: pd.DataFrame, compositions: pd.DataFrame, languages: list[str]):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    figure, ax = plt.subplots(figsize=(7, 3))
+    sns.countplot(data=mono_batch_languages(summary, compositions), x="query_lang", hue="sampler",
+                  order=languages, ax=ax)
+    ax.set(xlabel="language of a monolingual batch", ylabel="batches")
+    return figure
+
+
+def composition_checks(summary: pd.DataFrame, compositions: pd.DataFrame, alpha: float) -> dict:
+    """Hybrid's share of mono batches against its 4-sigma binomial band, and repeated ids per batch."""
+    hybrid = summary[summary.sampler == "hybrid"]
+    per_batch = compositions.groupby(["sampler", "batch"]).qid
+    return {
+        "hybrid_mono_share": float((hybrid.kind == "mono").mean()) if len(hybrid) else float("nan"),
+        "alpha": alpha,
+        "four_sigma_band": 4 * (alpha * (1 - alpha) / max(len(hybrid), 1)) ** 0.5,
+        "batches_with_repeated_qid": int((per_batch.nunique() != per_batch.size()).sum()),
+    }

@@ -758,9 +758,11 @@ def plot_loss_curves(log: pd.DataFrame, path: str | os.PathLike | None = None, s
     axis.set(xlabel="optimizer step", ylabel="InfoNCE loss", title="Training and validation loss")
     figure.tight_layout()
     if path is not None:
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=150, format=Path(path).suffix.lstrip(".") or "png")
+        from lib.report import save_figure
+
+        save_figure(figure, path)
     return figure
+
 
 def main(argv: Sequence[str] | None = None) -> TrainResult:
     """``python -m lib.train [--config file.yaml] [key=value ...]`` (also under torchrun)."""

@@ -385,3 +385,21 @@ def test_batch_composition_and_summaries(groups):
     assert hybrid.mono_batches == pytest.approx((summary.kind == "mono").mean())
     assert hybrid.monolingual_pairs == pytest.approx(table.monolingual.mean())
     assert overview.loc["xx", "mixed_batches"] == 1.0 and overview.loc["xx", "monolingual_pairs"] == 1.0
+
+
+def test_composition_figures_and_checks(groups):
+    from lib.sampling import (batch_kinds_figure, composition_checks, language_pair_figure, mono_batch_languages,
+                              mono_language_figure, monolingual_share_figure)
+
+    table = pd.concat([batch_composition(build_sampler(name, groups, 8, alpha=0.5), groups, 40)
+                       for name in ("mono", "cross", "hybrid")], ignore_index=True)
+    summary = batch_summary(table)
+    languages = sorted(set(table.query_lang))
+    for figure in (language_pair_figure(table, languages), monolingual_share_figure(summary),
+                   batch_kinds_figure(summary, 0.5), mono_language_figure(summary, table, languages)):
+        assert figure.axes
+    mono = mono_batch_languages(summary, table)
+    assert set(mono.sampler) <= {"mono", "hybrid"} and (mono.sampler == "mono").sum() == 40
+    checks = composition_checks(summary, table, 0.5)
+    assert checks["batches_with_repeated_qid"] == 0
+    assert abs(checks["hybrid_mono_share"] - 0.5) <= checks["four_sigma_band"]
