@@ -552,13 +552,14 @@ def describe_eval_run(run: str) -> dict[str, Any]:
            "dataset": config.get("dataset"), "train_run": None, "eval_run": run, "bias_run": None}
     if settings.get("source") not in (None, "path"):
         row.update(sampler=ZERO_SHOT)           # system stays "zero-shot <backbone>": not a grid cell
-    train_config = Path(str(config.get("backbone", ""))).parent / "config.json"
-    if settings.get("source") == "path" and train_config.is_file():
-        train = read_json(train_config)
+    train_dir = Path(str(config.get("backbone", ""))).parent
+    if not (train_dir / "config.json").is_file():          # the outputs folder was moved: look in today's
+        train_dir = outputs_dir() / train_dir.name
+    if settings.get("source") == "path" and (train_dir / "config.json").is_file():
+        train = read_json(train_dir / "config.json")
         row.update(backbone=Path(str(train.get("backbone", row["backbone"]))).name, sampler=train.get("sampler"),
                    alpha=train.get("alpha") if train.get("sampler") == "hybrid" else None,
-                   seed=train.get("seed"), train_sources=train.get("train_sources"),
-                   train_run=Path(str(config["backbone"])).parent.name)
+                   seed=train.get("seed"), train_sources=train.get("train_sources"), train_run=train_dir.name)
         row["system"] = system_name(row["sampler"], row["alpha"]) if row["sampler"] else row["system"]
     return row
 
@@ -722,10 +723,103 @@ class Report:
     missing: list[str] = field(default_factory=list)
 
 
+SETTINGS = ("mono", "cross", "multi")
+SETTINGS_OF = {"rank_distance": ("multi",)}       # rank distance exists in the multilingual setting only
 MAP_METRICS = ["mono map", "cross map", "multi map"]
 RECALL_METRICS = ["mono recall@1", "cross recall@1", "multi recall@10", "mono map@20", "cross map@20", "multi map@20"]
 BIAS_TABLE_METRICS = ["multi rank_distance", "bias same_language_first", "bias chance", "bias strong_alignment",
                       "bias same_language_distractor", "bias top_k_same_language", "bias pool_same_language"]
+
+
+VERDICT_TITLE = "The research question: hybrid against the better of mono and cross"
+# the metrics of the question, and which direction is better (+1: higher, -1: lower)
+VERDICT_METRICS = {"mono map": 1, "cross map": 1, "multi map": 1, "multi rank_distance": -1}
+
+
+def hybrid_verdict(summary: pd.DataFrame, significance: pd.DataFrame, level: float = 0.05,
+                   digits: int = 3) -> pd.DataFrame:
+    """Does hybrid match or beat the better of mono and cross in every setting, and is it less biased?
+
+    For each (backbone, training mixture, dataset) that has mono, cross and a hybrid system, and
+    each metric of ``VERDICT_METRICS``: the better of mono and cross by its mean over seeds, the
+    hybrid mean, ``delta`` = hybrid - better (positive = hybrid higher), and the Holm-adjusted
+    p-value of their paired test from ``significance`` (:func:`significance_table`). ``verdict``:
+    ``better`` or ``worse`` when p_holm < ``level`` (in the metric's good direction: lower rank
+    distance is better), ``no significant difference`` otherwise, ``not tested`` without a test.
+    """
+    columns = ["backbone", "train_sources", "dataset", "hybrid", "metric", "better of mono/cross",
+               "hybrid mean ± std", "better mean ± std", "delta", "p_holm", "effect_size", "verdict"]
+    if summary is None or summary.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for (backbone, sources, dataset), group in summary.groupby(level=[0, 1, 2], sort=False):
+        systems = group.index.get_level_values(3).tolist()
+        hybrids = [s for s in systems if s.startswith("hybrid")]
+        if not hybrids or not {"mono", "cross"} <= set(systems):
+            continue
+        for hybrid in hybrids:
+            for metric, direction in VERDICT_METRICS.items():
+                if (metric, "mean") not in summary.columns:
+                    continue
+                value = {s: summary.loc[(backbone, sources, dataset, s)] for s in ("mono", "cross", hybrid)}
+                mean = {s: v[(metric, "mean")] for s, v in value.items()}
+                if any(pd.isna(m) for m in mean.values()):
+                    continue
+                best = max(("mono", "cross"), key=lambda s: direction * mean[s])
+                setting, name = metric.split(" ", 1)
+                test = significance
+                if len(test):
+                    test = test[(test.backbone == backbone) & (test.train_sources == sources)
+                                & (test.dataset == dataset) & (test.setting == setting) & (test.metric == name)
+                                & (((test.a == hybrid) & (test.b == best)) | ((test.a == best) & (test.b == hybrid)))]
+                p_holm = float(test.p_holm.iloc[0]) if len(test) else np.nan
+                effect = float(test.effect_size.iloc[0]) * (1 if test.a.iloc[0] == hybrid else -1) if len(test) else np.nan
+                delta = mean[hybrid] - mean[best]
+                if np.isnan(p_holm):
+                    verdict = "not tested"
+                elif p_holm < level:
+                    verdict = "better" if direction * delta > 0 else "worse"
+                else:
+                    verdict = "no significant difference"
+
+                def cell(system):
+                    std, n = value[system][(metric, "std")], value[system][(metric, "n")]
+                    return (f"{mean[system]:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
+                            + (f" ({int(n)})" if n and n > 1 else ""))
+
+                rows.append(dict(zip(columns, [backbone, sources, dataset, hybrid, metric, best, cell(hybrid), cell(best),
+                                               round(float(delta), digits + 1), p_holm, effect, verdict])))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def verdict_sentences(verdict: pd.DataFrame, level: float = 0.05) -> list[str]:
+    """One plain sentence per (backbone, mixture, dataset, hybrid) of :func:`hybrid_verdict`."""
+    sentences = []
+    if verdict is None or verdict.empty:
+        return sentences
+    for (backbone, sources, dataset, hybrid), group in verdict.groupby(
+            ["backbone", "train_sources", "dataset", "hybrid"], sort=False):
+        maps = group[group.metric.str.endswith(" map")]
+        worse = maps[maps.verdict == "worse"]
+        better = maps[maps.verdict == "better"]
+        where = f"{backbone} trained on {sources}, evaluated on {dataset}: {hybrid}"
+        if worse.empty:
+            text = f"{where} matches or beats the better of mono and cross on mAP in every setting"
+        else:
+            text = f"{where} is significantly worse than the better of mono and cross on " + ", ".join(
+                f"{r.metric} ({r['better of mono/cross']}, delta {r.delta:+.3f}, p_holm {r.p_holm:.2g})"
+                for _, r in worse.iterrows())
+        if len(better):
+            text += "; significantly better on " + ", ".join(
+                f"{r.metric} (than {r['better of mono/cross']}, {r.delta:+.3f})" for _, r in better.iterrows())
+        bias = group[group.metric == "multi rank_distance"]
+        if len(bias):
+            row = bias.iloc[0]
+            text += (f". Language bias (rank distance, lower is better): {row['hybrid mean ± std']} against "
+                     f"{row['better of mono/cross']}'s {row['better mean ± std']}, {row.verdict}"
+                     + ("" if np.isnan(row.p_holm) else f" (p_holm {row.p_holm:.2g})"))
+        sentences.append(text + f" (Holm-adjusted paired tests over questions, level {level}).")
+    return sentences
 
 
 def _wide(formatted: pd.DataFrame) -> pd.DataFrame:
@@ -738,7 +832,7 @@ def _wide(formatted: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), resamples: int = 10_000,
-                 seed: int = 0, significance_metrics: Sequence[str] = ("map",)) -> Report:
+                 seed: int = 0, significance_metrics: Sequence[str] = ("map", "rank_distance")) -> Report:
     """Gather every run of a grid (plus ``extra_runs``) into the paper's tables and the tests.
 
         report = build_report("grid-smoke", resamples=1000)
@@ -764,13 +858,17 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
     lareqa = load_reference("lareqa")
     tables["LAReQA mBERT baselines (multi mAP, context only)"] = lareqa.pivot_table(
         index="sampler", columns="dataset", values="value")
-    significance = [significance_table(results, metric=m, resamples=resamples, seed=seed) for m in significance_metrics]
+    significance = [significance_table(results, metric=m, resamples=resamples, seed=seed,
+                                       settings=SETTINGS_OF.get(m, SETTINGS)) for m in significance_metrics]
     significance = pd.concat([t for t in significance if len(t)], ignore_index=True) if any(
         len(t) for t in significance) else pd.DataFrame()
     if len(significance):
         from lib.significance import holm
 
         significance["p_holm"] = holm(significance.p_value.to_numpy())
+        verdict = hybrid_verdict(summary, significance)
+        if len(verdict):
+            tables = {VERDICT_TITLE: verdict, **tables}
     missing = results.loc[results.status == "missing", "eval_run"].tolist()
     return Report(grid.name if grid else "-", results, summary, tables, significance, missing)
 
@@ -821,7 +919,11 @@ def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] |
              "over query languages (lib/metrics.py); rank distance: lower is less language-biased.", ""]
     for title, table in report.tables.items():
         lines += [f"## {title}", "", _markdown(table)]
-    lines += ["## Paired significance (per-query AP, clustered by question id)", "",
+        if title == VERDICT_TITLE:
+            lines += ["delta = hybrid - the better of mono and cross (by mean over seeds); p_holm and effect size "
+                      "(Cohen's d_z, positive = hybrid higher) from the paired tests below.", ""]
+            lines += [f"- {sentence}" for sentence in verdict_sentences(table)] + [""]
+    lines += ["## Paired significance (per-query AP and rank distance, clustered by question id)", "",
               "delta = A - B of the macro metric; 95% bootstrap interval; two-sided sign-flip permutation "
               "p-value; p_holm: Holm-adjusted over every row; effect size: Cohen's d_z over question ids "
               "(lib/significance.py). Seeds are averaged per query before testing.", "",
@@ -869,11 +971,15 @@ def significance_figure(table: pd.DataFrame, title: str = "A - B with 95% bootst
     """Forest plot of the paired differences (one row per comparison, one panel per setting)."""
     import matplotlib.pyplot as plt
 
-    settings = table.setting.unique().tolist()
-    height = max(2.5, 0.35 * table.groupby("setting").size().max() + 1.2)
-    figure, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), height), squeeze=False, sharey=False)
-    for axis, setting in zip(axes[0], settings):
-        frame = table[table.setting == setting].reset_index(drop=True)
+    panels = list(dict.fromkeys(zip(table.setting, table.metric)))     # (setting, metric), in table order
+    height = max(2.5, 0.35 * table.groupby(["setting", "metric"]).size().max() + 1.2)
+    columns = min(len(panels), 2)
+    lines = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(6.5 * columns, height * lines), squeeze=False, sharey=False)
+    for axis in axes.flat[len(panels):]:
+        axis.set_visible(False)
+    for axis, (setting, metric) in zip(axes.flat, panels):
+        frame = table[(table.setting == setting) & (table.metric == metric)].reset_index(drop=True)
         labels = [f"{a} - {b} ({d})" for a, b, d in zip(frame.a, frame.b, frame.dataset)]
         y = np.arange(len(frame))
         for position, row in zip(y, frame.itertuples()):

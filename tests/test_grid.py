@@ -228,11 +228,13 @@ def test_end_to_end_smoke_grid_in_process(tmp_path, lareqa_dir):
     assert results["multi map"].between(0, 1).all() and results["bias same_language_distractor"].notna().all()
     assert results.train_steps.dropna().tolist() == [2]
     significance = pd.read_csv(report_dir / "significance.csv")
-    assert len(significance) == 3                         # 1 pair of systems x 3 settings
+    assert len(significance) == 4                         # 1 pair of systems x (AP in 3 settings + rank distance)
     assert significance.p_value.between(0, 1).all() and set(significance.setting) == {"mono", "cross", "multi"}
+    assert significance.groupby("metric").setting.apply(sorted).to_dict() == {
+        "map": ["cross", "mono", "multi"], "rank_distance": ["multi"]}
     assert "## Paired significance" in (report_dir / "report.md").read_text()
     metrics = read_json(report_dir / "metrics.json")
-    assert metrics["summary"]["complete_runs"] == 2 and metrics["summary"]["comparisons"] == 3
+    assert metrics["summary"]["complete_runs"] == 2 and metrics["summary"]["comparisons"] == 4
     # a second pass trains nothing
     again = run_grid(grid, execute=in_process)
     assert set(again.status[again.kind != "report"]) == {"skipped"}
@@ -288,3 +290,63 @@ def test_paper_numbers_side_by_side_for_matching_backbones():
     assert mono["mono map paper"] == pytest.approx(0.7918)   # XLM-R X-X-mono, XQuAD-R (paper.md)
     assert mono["mono map diff"] == pytest.approx(0.62 - 0.7918, abs=1e-3)
     assert load_reference("lareqa").model.unique().tolist() == ["mbert"]
+
+
+def _verdict_inputs(hybrid_mono=0.70, p_multi=0.30):
+    """A seed summary of mono / cross / hybrid and the paired tests hybrid_verdict reads."""
+    import pandas as pd
+
+    from lib.grid import seed_summary
+
+    rows = []
+    values = {"mono": (0.80, 0.60, 0.40, 500.0), "cross": (0.70, 0.62, 0.50, 300.0),
+              "hybrid a=0.5": (hybrid_mono, 0.63, 0.49, 350.0)}
+    for system, (mono, cross, multi, distance) in values.items():
+        for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
+            rows.append({"backbone": "me5-small-q4", "train_sources": "mlqa-r", "dataset": "xquad-r", "system": system,
+                         "seed": seed, "status": "complete", "mono map": mono + jitter, "cross map": cross + jitter,
+                         "multi map": multi + jitter, "multi rank_distance": distance + 100 * jitter})
+    summary = seed_summary(pd.DataFrame(rows), ["mono map", "cross map", "multi map", "multi rank_distance"])
+    tests = []
+    for setting, metric, a, b, p, effect in [
+            ("mono", "map", "hybrid a=0.5", "mono", 0.001, -0.5),
+            ("cross", "map", "cross", "hybrid a=0.5", 0.40, -0.05),
+            ("multi", "map", "cross", "hybrid a=0.5", p_multi, 0.04),
+            ("multi", "rank_distance", "cross", "hybrid a=0.5", 0.01, -0.2)]:
+        tests.append({"backbone": "me5-small-q4", "train_sources": "mlqa-r", "dataset": "xquad-r", "setting": setting,
+                      "metric": metric, "a": a, "b": b, "p_holm": p, "effect_size": effect})
+    return summary, pd.DataFrame(tests)
+
+
+def test_hybrid_verdict_against_the_better_of_mono_and_cross():
+    from lib.grid import hybrid_verdict, verdict_sentences
+
+    summary, tests = _verdict_inputs()
+    verdict = hybrid_verdict(summary, tests).set_index("metric")
+    assert verdict["better of mono/cross"].to_dict() == {"mono map": "mono", "cross map": "cross",
+                                                         "multi map": "cross", "multi rank_distance": "cross"}
+    assert verdict.loc["mono map", "delta"] == pytest.approx(-0.10)
+    assert verdict.loc["mono map", "verdict"] == "worse" and verdict.loc["mono map", "effect_size"] == -0.5
+    assert verdict.loc["cross map", "verdict"] == "no significant difference"
+    assert verdict.loc["cross map", "effect_size"] == pytest.approx(0.05)     # sign turned to hybrid - better
+    # rank distance: lower is better, so hybrid's 350 against cross's 300 is worse
+    assert verdict.loc["multi rank_distance", "verdict"] == "worse"
+    assert verdict.loc["multi rank_distance", "delta"] == pytest.approx(50.0)
+    assert verdict.loc["mono map", "hybrid mean ± std"] == "0.700 ± 0.010 (3)"
+    (sentence,) = verdict_sentences(verdict.reset_index())
+    assert "significantly worse than the better of mono and cross on mono map (mono, delta -0.100" in sentence
+    assert "Language bias" in sentence and "worse" in sentence
+
+
+def test_hybrid_verdict_says_when_hybrid_matches_or_beats():
+    from lib.grid import hybrid_verdict, verdict_sentences
+
+    summary, tests = _verdict_inputs(hybrid_mono=0.79)
+    tests.loc[0, "p_holm"] = 0.2
+    verdict = hybrid_verdict(summary, tests)
+    assert set(verdict.verdict[verdict.metric.str.endswith("map")]) == {"no significant difference"}
+    assert "matches or beats the better of mono and cross on mAP in every setting" in verdict_sentences(verdict)[0]
+    # without tests: not tested; without a hybrid or without mono: no row at all
+    assert set(hybrid_verdict(summary, tests.iloc[:0]).verdict) == {"not tested"}
+    assert hybrid_verdict(summary.drop(index="hybrid a=0.5", level=3), tests).empty
+    assert hybrid_verdict(summary.drop(index="mono", level=3), tests).empty
