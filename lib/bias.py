@@ -310,6 +310,8 @@ def run_label(run: str) -> str:
     if settings.get("source") not in (None, "path"):
         return f"zero-shot {settings.get('name', config.get('backbone'))}"
     train_config = Path(str(config.get("backbone", ""))).parent / "config.json"
+    if not train_config.is_file():                     # the outputs folder was moved
+        train_config = outputs_dir() / train_config.parent.name / "config.json"
     if train_config.is_file():
         train = read_json(train_config)
         sampler = train.get("sampler")

@@ -28,7 +28,8 @@ Cells = backbones x training mixtures x (sampler, alpha, seed); run names are de
   (sources joined by ``+``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``;
 * evaluation   ``eval-<training run>-<dataset>[-paragraph]``;
   zero-shot    ``zeroshot-<backbone>-<dataset>-<candidate context>`` (the name ``make run`` uses);
-* bias         ``bias-<evaluation run>``.
+* bias         ``bias-<evaluation run>``; the samplers side by side (zero-shot and each
+  sampler's first seed): ``bias-<grid>-<backbone>-<sources>-<dataset>``.
 
 A complete run (its ``metrics.json`` exists) is skipped only if the parameters it was executed
 with (papermill records them in the executed notebook) agree with the grid's; otherwise the grid
@@ -344,8 +345,35 @@ def plan_jobs(grid: Grid) -> list[Job]:
                              **grid.evaluate}, cell, dataset, needs=(cell.train_run,) if cell.train_run else ()))
             jobs.append(Job("bias", NOTEBOOKS["bias"], bias_run_name(eval_run), {"runs": eval_run, **grid.bias},
                             cell, dataset, needs=(eval_run,)))
+    jobs += comparison_jobs(grid)
     report = {k: v for k, v in grid.report.items() if k != "run"}
     jobs.append(Job("report", NOTEBOOKS["report"], grid.report_run, {"grid": _grid_reference(grid), **report}))
+    return jobs
+
+
+def comparison_run_name(grid_name: str, backbone: str, sources: str, dataset: str, tag: str = "") -> str:
+    return f"bias-{grid_name}-{backbone}-{sources.replace(',', '+')}-{dataset}" + (f"-{tag}" if tag else "")
+
+
+def comparison_jobs(grid: Grid) -> list[Job]:
+    """One ``05_bias`` comparison per (backbone, training mixture, dataset): the zero-shot run and
+    the first seed of every sampler side by side (figures of the samplers against each other)."""
+    jobs = []
+    cells = expand_cells(grid)
+    for backbone in grid.backbones:
+        zero_shot = {d: r for c in cells if c.backbone == backbone and not c.train_run for d, r in c.eval_runs}
+        for mixture in grid.train_datasets:
+            trained = [c for c in cells if c.backbone == backbone and c.train_sources == mixture["train"]]
+            for dataset in mixture["evaluate"]:
+                runs, systems = [zero_shot[dataset]] if dataset in zero_shot else [], set()
+                for cell in trained:                       # cells are ordered by sampler, alpha, then seed
+                    if cell.system not in systems:
+                        systems.add(cell.system)
+                        runs += [r for d, r in cell.eval_runs if d == dataset]
+                if len(runs) > 1:
+                    jobs.append(Job("bias", NOTEBOOKS["bias"],
+                                    comparison_run_name(grid.name, backbone, mixture["train"], dataset, grid.tag),
+                                    {"runs": ",".join(runs), **grid.bias}, None, dataset, needs=tuple(runs)))
     return jobs
 
 
@@ -524,7 +552,8 @@ def estimate_seconds(grid: Grid) -> pd.DataFrame:
         elif job.kind == "evaluate":
             seconds = 60 * float((estimate.get("evaluation_minutes") or {}).get(job.dataset, 0))
         else:
-            seconds = float(estimate.get(f"{job.kind}_s", 0))
+            runs = len(str(job.parameters.get("runs", "")).split(",")) if job.kind == "bias" else 1
+            seconds = float(estimate.get(f"{job.kind}_s", 0)) * runs
         rows.append({"kind": job.kind, "run": job.run, "complete": is_complete(job.run), "estimate_s": seconds})
     table = pd.DataFrame(rows)
     table["remaining_s"] = np.where(table.complete & (table.kind != "report"), 0.0, table.estimate_s)

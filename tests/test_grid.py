@@ -45,6 +45,12 @@ def test_default_grid_expands_to_the_documented_cells():
     jobs = plan_jobs(grid)
     assert [j.kind for j in jobs].count("evaluate") == 11 and jobs[-1].kind == "report"
     assert jobs[-1].run == "report" and jobs[-1].parameters["grid"] == "grid"
+    # before the report: the samplers side by side in one 05_bias run (zero-shot + first seed of each)
+    assert jobs[-2].kind == "bias" and jobs[-2].run == "bias-grid-me5-small-q4-mlqa-r-xquad-r"
+    assert jobs[-2].parameters["runs"].split(",") == [
+        "zeroshot-me5-small-q4-xquad-r-sentence", *(f"eval-train-me5-small-q4-{s}-mlqa-r-s0-xquad-r"
+                                                    for s in ("en", "mono", "cross", "hybrid-a0.5"))]
+    assert set(jobs[-2].needs) == set(jobs[-2].parameters["runs"].split(","))
     # the zero-shot evaluation is the one `make run` already makes (params/main.yaml): reused
     main_runs = {entry["run"] for entry in yaml.safe_load((PARAMS / "main.yaml").read_text())["runs"]}
     assert zero_shot_run_name("me5-small-q4", "xquad-r", "sentence") in main_runs
@@ -221,7 +227,11 @@ def test_end_to_end_smoke_grid_in_process(tmp_path, lareqa_dir):
                                 train={"steps": 2, "batch_size": 4, "device": "cpu"},
                                 bias={"top_k": 5}, report={"run": "report-g", "resamples": 200}))
     table = run_grid(grid, execute=in_process)
-    assert set(table.status) == {"done"} and len(table) == 2 * 2 + 1 + 1     # 2 x (evaluate, bias), train, report
+    # 2 x (evaluate, bias), train, the comparison of the two, report
+    assert set(table.status) == {"done"} and len(table) == 2 * 2 + 1 + 1 + 1
+    comparison = read_json(outputs_dir() / "bias-g-tiny-mlqa-r-xquad-r" / "metrics.json")
+    assert set(comparison["runs"]) == {zero_shot_run_name("tiny", "xquad-r", "sentence"),
+                                       eval_run_name("train-tiny-hybrid-a0.5-mlqa-r-s0", "xquad-r")}
     report_dir = outputs_dir() / "report-g"
     results = pd.read_csv(report_dir / "results.csv")
     assert set(results.status) == {"complete"} and set(results.system) == {"zero-shot", "hybrid a=0.5"}
@@ -350,3 +360,18 @@ def test_hybrid_verdict_says_when_hybrid_matches_or_beats():
     assert set(hybrid_verdict(summary, tests.iloc[:0]).verdict) == {"not tested"}
     assert hybrid_verdict(summary.drop(index="hybrid a=0.5", level=3), tests).empty
     assert hybrid_verdict(summary.drop(index="mono", level=3), tests).empty
+
+
+def test_runs_are_described_after_the_outputs_folder_moved(tmp_path):
+    """Evaluation configs record the model folder's absolute path; a moved outputs/ still resolves."""
+    from lib.bias import run_label
+    from lib.grid import describe_eval_run
+
+    write_json(outputs_dir() / "train-x" / "config.json", {"backbone": "me5-small-q4", "sampler": "hybrid",
+                                                          "alpha": 0.5, "seed": 2, "train_sources": "mlqa-r"})
+    old_place = tmp_path / "elsewhere" / "outputs" / "train-x" / "model-best"
+    write_json(outputs_dir() / "eval-x" / "config.json", {"backbone": str(old_place), "dataset": "xquad-r",
+                                                         "backbone_settings": {"source": "path", "name": "model-best"}})
+    row = describe_eval_run("eval-x")
+    assert (row["backbone"], row["system"], row["seed"], row["train_run"]) == ("me5-small-q4", "hybrid a=0.5", 2, "train-x")
+    assert run_label("eval-x") == "hybrid a=0.5 s2"
