@@ -375,3 +375,16 @@ def test_runs_are_described_after_the_outputs_folder_moved(tmp_path):
     row = describe_eval_run("eval-x")
     assert (row["backbone"], row["system"], row["seed"], row["train_run"]) == ("me5-small-q4", "hybrid a=0.5", 2, "train-x")
     assert run_label("eval-x") == "hybrid a=0.5 s2"
+
+
+def test_make_run_is_the_default_grid():
+    """`make run` (the README's main command) runs params/grid.yaml through lib.grid."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    # -n: print the commands only; VENV=.venv-absent would rebuild the venv, so point at a stamp that exists
+    out = subprocess.run(["make", "-n", "-o", ".venv/.installed", "run"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert "-m lib.grid params/grid.yaml" in out
