@@ -251,7 +251,7 @@ def test_end_to_end_smoke_grid_in_process(tmp_path, lareqa_dir):
 
 
 @pytest.mark.skipif(not os.environ.get("HBT_GRID_E2E"), reason="set HBT_GRID_E2E=1: runs every notebook of "
-                    "params/grid-smoke.yaml with papermill (18 notebooks, minutes)")
+                    "params/grid-smoke.yaml with papermill (19 notebooks, minutes)")
 def test_smoke_grid_with_the_notebooks(lareqa_dir):
     table = run_grid(load_grid("grid-smoke"))
     assert set(table.status) <= {"done", "skipped"}
