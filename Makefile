@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 GRID   ?= params/grid.yaml
+# jobs of the grid at once (make run WORKERS=4: one per GPU, or a share of the CPU cores each)
+WORKERS ?= 1
 PLAN   ?= params/main.yaml
 # where the smoke-profile notebooks of `make test` write (kept apart from real runs)
 SMOKE_OUTPUTS ?= $(CURDIR)/outputs/ci-smoke
@@ -21,7 +23,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 run: venv
-	$(PY) -m lib.grid $(GRID)
+	$(PY) -m lib.grid $(GRID) --workers $(WORKERS)
 
 # the earlier single-seed plan: zero-shot on XQuAD-R, MLQA-R and paragraph candidates, one seed per sampler
 main: venv

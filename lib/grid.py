@@ -471,19 +471,26 @@ def is_complete(run: str) -> bool:
 
 def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = False,
              execute: Callable | None = None, kinds: Sequence[str] = ("train", "evaluate", "bias", "report"),
-             check_parameters: bool = True) -> pd.DataFrame:
-    """Execute the grid's jobs in order (complete ones are skipped) and return the job table.
+             check_parameters: bool = True, workers: int = 1, devices: Sequence[str] | None = None) -> pd.DataFrame:
+    """Execute the grid's jobs (complete ones are skipped) and return the job table.
 
     ``execute(notebook, run, parameters, force=...)`` defaults to :func:`lib.runner.execute`;
     ``keep_going`` continues after a failed job (its dependants are skipped) and raises at the
     end; the report always runs again (it summarises whatever exists).
+
+    ``workers > 1`` runs that many jobs at once, each as soon as the runs it needs are complete
+    (:func:`run_parallel`); ``execute`` then also receives ``env`` (the worker's environment:
+    one GPU of ``devices`` each, or its share of the CPU threads) and defaults to
+    :func:`lib.runner.execute_subprocess`.
     """
     from lib import runner
 
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
-    execute = execute or runner.execute
+    if workers < 1:
+        raise GridError(f"workers={workers}: expected 1 or more")
+    execute = execute or (runner.execute if workers == 1 else runner.execute_subprocess)
     jobs = [job for job in plan_jobs(grid) if job.kind in kinds]
-    if check_parameters and execute is runner.execute:
+    if check_parameters and execute in (runner.execute, runner.execute_subprocess):
         check_notebook_parameters(grid, runner.NOTEBOOKS)
     if not force:
         for job in jobs:
@@ -500,6 +507,9 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
         {"kind": j.kind, "notebook": j.notebook, "run": j.run, "parameters": j.parameters} for j in jobs]})
     cell_table(grid).to_csv(manifest / "cells.csv", index=False)
 
+    if workers > 1:
+        return run_parallel(grid, jobs, execute, manifest, workers=workers, devices=devices, force=force,
+                            keep_going=keep_going)
     status: dict[str, str] = {}
     records = []
     started_grid = time.perf_counter()
@@ -526,12 +536,16 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
         status[job.run] = state
         records.append({"kind": job.kind, "run": job.run, "status": state, "seconds": time.perf_counter() - started})
         _write_status(manifest, records)
+    return _finish(grid, records, started_grid)
+
+
+def _finish(grid: Grid, records: list[dict], started: float) -> pd.DataFrame:
     table = pd.DataFrame(records)
-    print(f"grid {grid.name}: {len(table)} jobs in {time.perf_counter() - started_grid:.0f} s; "
+    print(f"grid {grid.name}: {len(table)} jobs in {time.perf_counter() - started:.0f} s; "
           + ", ".join(f"{k} {v}" for k, v in table.status.value_counts().items()), flush=True)
-    failed = table[table.status.isin(["failed", "blocked"])]
+    failed = table[table.status.isin(["failed", "blocked", "not run"])]
     if len(failed):
-        raise GridError(f"{len(failed)} job(s) failed or were blocked: {failed.run.tolist()} "
+        raise GridError(f"{len(failed)} job(s) failed, were blocked or not run: {failed.run.tolist()} "
                         f"(see outputs/<run>/ and outputs/{grid.name}/status.csv)")
     return table
 
@@ -540,24 +554,123 @@ def _write_status(manifest: Path, records: list[dict]) -> None:
     write_text(manifest / "status.csv", pd.DataFrame(records).to_csv(index=False))
 
 
-def estimate_seconds(grid: Grid) -> pd.DataFrame:
-    """Expected duration of each job from the grid's ``estimate`` section (seconds_per_step,
-    train_overhead_s, evaluation_minutes per dataset, bias_s, report_s); complete runs cost 0."""
-    estimate = grid.estimate
-    per_step = float(estimate.get("seconds_per_step", 0))
-    rows = []
-    for job in plan_jobs(grid):
-        if job.kind == "train":
-            seconds = per_step * float(job.parameters.get("steps", 0)) + float(estimate.get("train_overhead_s", 0))
-        elif job.kind == "evaluate":
-            seconds = 60 * float((estimate.get("evaluation_minutes") or {}).get(job.dataset, 0))
+def worker_environments(workers: int, devices: Sequence[str] | None = None,
+                        cpu_count: int | None = None) -> list[dict[str, str]]:
+    """The environment of each worker: one GPU each (round-robin over ``devices``: ids as in
+    ``CUDA_VISIBLE_DEVICES``; ``None`` = every visible GPU), or, without GPUs, an equal share of the
+    CPU cores as torch / OpenMP threads (unless ``OMP_NUM_THREADS`` is set already)."""
+    import os
+
+    if devices is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            devices = [d.strip() for d in visible.split(",") if d.strip()]
         else:
-            runs = len(str(job.parameters.get("runs", "")).split(",")) if job.kind == "bias" else 1
-            seconds = float(estimate.get(f"{job.kind}_s", 0)) * runs
-        rows.append({"kind": job.kind, "run": job.run, "complete": is_complete(job.run), "estimate_s": seconds})
-    table = pd.DataFrame(rows)
-    table["remaining_s"] = np.where(table.complete & (table.kind != "report"), 0.0, table.estimate_s)
-    return table
+            try:
+                import torch
+
+                devices = [str(i) for i in range(torch.cuda.device_count())]
+            except ImportError:                                 # pragma: no cover - torch is a dependency
+                devices = []
+    devices = [str(d) for d in devices]
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (cpu_count or os.cpu_count() or 1) // workers))
+    environments = []
+    for worker in range(workers):
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        if devices:
+            env["CUDA_VISIBLE_DEVICES"] = devices[worker % len(devices)]
+        environments.append(env)
+    return environments
+
+
+ENDED = ("done", "skipped", "failed", "blocked", "not run")
+
+
+def run_parallel(grid: Grid, jobs: list[Job], execute: Callable, manifest: Path, workers: int = 2,
+                 devices: Sequence[str] | None = None, force: bool = False, keep_going: bool = False) -> pd.DataFrame:
+    """Run ``jobs`` on ``workers`` slots: a job starts once every run it needs (that is part of
+    ``jobs``) is complete, the report once everything else has ended; complete runs are skipped
+    without a worker. Each slot keeps its environment (:func:`worker_environments`). A failure
+    blocks the jobs that need it; without ``keep_going`` nothing new starts after it, the running
+    jobs finish, and the rest is recorded as ``not run``."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    environments = worker_environments(workers, devices)
+    planned = {job.run for job in jobs}
+    status: dict[str, str] = {}
+    records: list[dict] = []
+    pending = list(jobs)
+    running: dict = {}                                          # future -> (job, slot, started)
+    free = list(range(workers))
+    stopping = False
+    started_grid = time.perf_counter()
+
+    def record(job: Job, state: str, started: float) -> None:
+        status[job.run] = state
+        records.append({"kind": job.kind, "run": job.run, "status": state, "seconds": time.perf_counter() - started})
+        _write_status(manifest, records)
+
+    def needs_of(job: Job) -> list[str]:
+        if job.kind == "report":                                # after everything else
+            return [j.run for j in jobs if j.kind != "report"]
+        return [n for n in job.needs if n in planned]
+
+    def step(pool) -> bool:
+        """Start, skip or block the first job that can be; False when none can."""
+        for job in pending:
+            needs = needs_of(job)
+            if stopping:
+                state = "not run"
+            elif job.kind != "report" and any(status.get(n) in ("failed", "blocked", "not run") for n in needs):
+                print(f"[blocked] {job.run}: needs {[n for n in needs if status.get(n) not in ('done', 'skipped')]}",
+                      flush=True)
+                state = "blocked"
+            elif not all(status.get(n) in (("done", "skipped") if job.kind != "report" else ENDED) for n in needs):
+                continue                                        # the report summarises whatever exists
+            elif job.kind != "report" and not force and is_complete(job.run):
+                print(f"[skip] {job.run}: complete", flush=True)
+                state = "skipped"
+            elif free:
+                slot = free.pop(0)
+                env = environments[slot]
+                print(f"[start] {job.kind} {job.run} (worker {slot}: "
+                      + " ".join(f"{k}={v}" for k, v in env.items()) + ")", flush=True)
+                future = pool.submit(execute, job.notebook, job.run, job.parameters,
+                                     force=force or job.kind == "report", env=env)
+                running[future] = (job, slot, time.perf_counter())
+                pending.remove(job)
+                return True
+            else:
+                continue
+            pending.remove(job)
+            record(job, state, time.perf_counter())
+            return True
+        return False
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while pending or running:
+            while step(pool):
+                pass
+            if not running:                                     # what is left can never start
+                for job in list(pending):
+                    pending.remove(job)
+                    record(job, "blocked", time.perf_counter())
+                continue
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                job, slot, started = running.pop(future)
+                free.append(slot)
+                free.sort()
+                error = future.exception()
+                if error is None:
+                    print(f"[done] {job.run}: {time.perf_counter() - started:.0f} s", flush=True)
+                    record(job, "done", started)
+                else:
+                    print(f"[failed] {job.run}: {type(error).__name__}: {str(error)[:500]}", file=sys.stderr,
+                          flush=True)
+                    record(job, "failed", started)
+                    stopping = stopping or not keep_going
+    return _finish(grid, records, started_grid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1037,6 +1150,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-going", action="store_true", help="continue after a failed job")
     parser.add_argument("--only", default="train,evaluate,bias,report",
                         help="comma-separated job kinds to run (default: all)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="jobs at once, each in its own process: one per GPU, or a share of the CPU cores")
+    parser.add_argument("--devices", default=None,
+                        help="comma-separated GPU ids for the workers (default: every visible GPU)")
     args = parser.parse_args(argv)
     grid = load_grid(args.grid)
     if args.dry_run:
@@ -1046,7 +1163,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(table)} jobs, {len(expand_cells(grid))} cells; estimate {table.estimate_s.sum() / 3600:.2f} h "
               f"in all, {table.remaining_s.sum() / 3600:.2f} h remaining")
         return
-    run_grid(grid, force=args.force, keep_going=args.keep_going, kinds=tuple(args.only.split(",")))
+    devices = [d for d in args.devices.split(",") if d] if args.devices is not None else None
+    run_grid(grid, force=args.force, keep_going=args.keep_going, kinds=tuple(args.only.split(",")),
+             workers=args.workers, devices=devices)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,32 @@ def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = F
     return path
 
 
+def execute_subprocess(notebook: str, run: str, parameters: dict[str, Any], force: bool = False,
+                       env: dict[str, str] | None = None) -> Path:
+    """:func:`execute` in a fresh Python process whose environment adds ``env`` (a grid worker's GPU
+    or thread count); its output goes to ``outputs/<run>/runner.log``, whose end a failure quotes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = run_dir(run)
+    if not force and (path / "metrics.json").is_file():
+        print(f"[skip] {run}: complete")
+        return path
+    command = [sys.executable, "-m", "lib.runner", "--execute", notebook, "--run", run,
+               "--parameters", json.dumps(parameters)] + (["--force"] if force else [])
+    log = path / "runner.log"
+    with open(log, "w", encoding="utf-8") as handle:
+        result = subprocess.run(command, env={**os.environ, **(env or {})}, cwd=str(PROJECT_ROOT),
+                                stdout=handle, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"{notebook} for run {run} failed (exit {result.returncode}); the end of "
+                           f"outputs/{run}/runner.log:\n{tail}")
+    return path
+
+
 TRAINING_COLUMNS = ("sampler", "alpha", "steps", "batch_size", "best_step", "best_val_loss",
                     "pairs_per_second", "peak_memory_mb", "wall_time_s")
 
@@ -100,10 +126,22 @@ def run_plan(plan_file: str | Path, force: bool = False, collect_only: bool = Fa
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("plan", help="YAML file listing runs (params/main.yaml)")
+    parser.add_argument("plan", nargs="?", help="YAML file listing runs (params/main.yaml)")
     parser.add_argument("--force", action="store_true", help="re-run complete runs too")
     parser.add_argument("--collect-only", action="store_true", help="only gather the complete runs into the summary")
+    parser.add_argument("--execute", metavar="NOTEBOOK", help="execute one notebook instead of a plan (with --run)")
+    parser.add_argument("--run", help="with --execute: the output folder")
+    parser.add_argument("--parameters", default="{}", help="with --execute: the notebook's parameters as JSON")
     args = parser.parse_args(argv)
+    if args.execute:
+        import json
+
+        if not args.run:
+            parser.error("--execute needs --run")
+        execute(args.execute, args.run, json.loads(args.parameters), force=args.force)
+        return
+    if not args.plan:
+        parser.error("give a plan file (params/main.yaml), or --execute NOTEBOOK --run RUN")
     table = run_plan(args.plan, force=args.force, collect_only=args.collect_only)
     print(table.to_markdown(index=False, floatfmt=".3f"))
 

@@ -178,7 +178,7 @@ def test_a_failed_training_blocks_its_evaluations_only(tmp_path):
     with pytest.raises(RuntimeError, match="broke"):
         run_grid(grid, execute=FakeExecutor(fail={broken}))
     fake = FakeExecutor(fail={broken})
-    with pytest.raises(GridError, match="failed or were blocked"):
+    with pytest.raises(GridError, match="failed, were blocked"):
         run_grid(grid, execute=fake, keep_going=True)
     status = read_json_csv(outputs_dir() / "g" / "status.csv")
     assert status[broken] == "failed"
@@ -388,3 +388,113 @@ def test_make_run_is_the_default_grid():
     out = subprocess.run(["make", "-n", "-o", ".venv/.installed", "run"], cwd=PROJECT_ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert "-m lib.grid params/grid.yaml" in out
+
+
+# -------------------------------------------------------------------------------- parallel workers
+
+
+class ParallelFake(FakeExecutor):
+    """FakeExecutor that takes a little time and records when each run started and ended, and its env."""
+
+    def __init__(self, fail=frozenset(), delay=0.03):
+        import threading
+
+        super().__init__(fail)
+        self.lock = threading.Lock()
+        self.delay, self.active, self.most = delay, 0, 0
+        self.started, self.ended, self.envs = {}, {}, {}
+
+    def __call__(self, notebook, run, parameters, force=False, env=None):
+        import time
+
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self.started[run], self.envs[run] = time.monotonic(), env
+        try:
+            time.sleep(self.delay)
+            return super().__call__(notebook, run, parameters, force=force)
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.ended[run] = time.monotonic()
+
+
+def test_parallel_workers_respect_what_each_job_needs(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    grid = load_grid(write_grid(tmp_path))
+    fake = ParallelFake()
+    table = run_grid(grid, execute=fake, workers=2, devices=[])
+    jobs = plan_jobs(grid)
+    assert set(table.status) == {"done"} and sorted(fake.executed) == sorted(j.run for j in jobs)
+    assert fake.most == 2                                 # two at once, never more
+    for job in jobs:
+        for need in job.needs:
+            assert fake.started[job.run] >= fake.ended[need], f"{job.run} started before {need} ended"
+    report = jobs[-1].run
+    assert all(fake.started[report] >= end for run, end in fake.ended.items() if run != report)
+    assert {env["OMP_NUM_THREADS"] for env in fake.envs.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert not any("CUDA_VISIBLE_DEVICES" in env for env in fake.envs.values())
+    again = ParallelFake()
+    table = run_grid(grid, execute=again, workers=2, devices=[])
+    assert again.executed == [report] and set(table.status[table.kind != "report"]) == {"skipped"}
+
+
+def test_parallel_failure_blocks_dependants_and_the_report_still_runs(tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    broken = "train-tiny-mono-mlqa-r-s0"
+    fake = ParallelFake(fail={broken})
+    with pytest.raises(GridError, match="failed, were blocked or not run"):
+        run_grid(grid, execute=fake, workers=3, devices=["0", "1"], keep_going=True)
+    status = read_json_csv(outputs_dir() / "g" / "status.csv")
+    assert status[broken] == "failed"
+    assert status[eval_run_name(broken, "xquad-r")] == status["bias-" + eval_run_name(broken, "xquad-r")] == "blocked"
+    assert status["bias-g-tiny-mlqa-r-xquad-r"] == "blocked"            # the comparison needs mono s0
+    assert status["train-tiny-mono-mlqa-r-s1"] == "done" and status["report-g"] == "done"
+    assert {env["CUDA_VISIBLE_DEVICES"] for env in fake.envs.values()} == {"0", "1"}
+    # without keep_going: nothing new starts after the failure; the rest is "not run"
+    for run in list(status):
+        if run != broken:
+            import shutil
+
+            shutil.rmtree(outputs_dir() / run, ignore_errors=True)
+    with pytest.raises(GridError):
+        run_grid(grid, execute=ParallelFake(fail={broken}), workers=2, devices=[])
+    status = read_json_csv(outputs_dir() / "g" / "status.csv")
+    assert "not run" in set(status.values()) and status["report-g"] == "not run"
+
+
+def test_worker_environments(monkeypatch):
+    from lib.grid import worker_environments
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpus = worker_environments(4, devices=["0", "1"], cpu_count=8)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in gpus] == ["0", "1", "0", "1"]
+    assert worker_environments(2, devices=[], cpu_count=8)[0] == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}
+    assert worker_environments(3, devices=[], cpu_count=2)[2]["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_environments(2, cpu_count=2)] == ["2", "3"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")           # the user's own setting wins
+    assert worker_environments(2, devices=[], cpu_count=8)[1]["OMP_NUM_THREADS"] == "3"
+    with pytest.raises(GridError, match="workers=0"):
+        run_grid(load_grid("grid-smoke"), workers=0)
+
+
+def test_execute_subprocess_passes_the_worker_environment(tmp_path):
+    """One notebook in a fresh process and kernel: the env reaches the kernel; a failure quotes the log."""
+    from lib.runner import execute_subprocess
+
+    book = nbformat.v4.new_notebook()
+    book.cells = [nbformat.v4.new_code_cell('run = ""\nfail = False', metadata={"tags": ["parameters"]}),
+                  nbformat.v4.new_code_cell(
+                      "import json, os\nfrom lib.io import run_dir, write_json\n"
+                      "assert not fail, 'asked to fail'\n"
+                      "write_json(run_dir(run) / 'metrics.json', {'threads': os.environ.get('OMP_NUM_THREADS')})")]
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook = tmp_path / "probe.ipynb"
+    nbformat.write(book, notebook)
+    execute_subprocess(str(notebook), "probe", {"fail": False}, env={"OMP_NUM_THREADS": "3"})
+    assert read_json(outputs_dir() / "probe" / "metrics.json") == {"threads": "3"}
+    with pytest.raises(RuntimeError, match="asked to fail"):
+        execute_subprocess(str(notebook), "probe-broken", {"fail": True})
