@@ -307,7 +307,7 @@ class Job:
 
 
 def expand_cells(grid: Grid) -> list[Cell]:
-    """Zero-shot cells first (one per backbone), then backbone x mixture x sampler x alpha x seed."""
+    """Zero-shot cells first (one per backbone), then backbone x mixture x seed x sampler x alpha."""
     cells = []
     context = grid.candidate_context
     evaluated = list(dict.fromkeys([*grid.eval_datasets, *(d for m in grid.train_datasets for d in m["evaluate"])]))
@@ -318,10 +318,15 @@ def expand_cells(grid: Grid) -> list[Cell]:
     for backbone in grid.backbones:
         for mixture in grid.train_datasets:
             sources = mixture["train"]
-            for sampler in grid.samplers:
-                alphas = [float(a) for a in grid.alphas] if sampler == "hybrid" else [None]
-                for alpha in alphas:
-                    for seed in grid.seeds_for(sampler):
+            # seed-major: every sampler's first seed, then every sampler's second, ... so that a grid
+            # stopped early still compares the samplers on equal footing
+            seeds = sorted({seed for sampler in grid.samplers for seed in grid.seeds_for(sampler)})
+            for seed in seeds:
+                for sampler in grid.samplers:
+                    if seed not in grid.seeds_for(sampler):
+                        continue
+                    alphas = [float(a) for a in grid.alphas] if sampler == "hybrid" else [None]
+                    for alpha in alphas:
                         train = train_run_name(backbone, sampler, alpha, sources, seed, grid.tag)
                         cells.append(Cell(backbone, sampler, alpha, seed, sources, train, tuple(
                             (d, eval_run_name(train, d, context)) for d in mixture["evaluate"])))
@@ -366,7 +371,7 @@ def comparison_jobs(grid: Grid) -> list[Job]:
             trained = [c for c in cells if c.backbone == backbone and c.train_sources == mixture["train"]]
             for dataset in mixture["evaluate"]:
                 runs, systems = [zero_shot[dataset]] if dataset in zero_shot else [], set()
-                for cell in trained:                       # cells are ordered by sampler, alpha, then seed
+                for cell in sorted(trained, key=lambda c: c.seed):    # each system's first seed
                     if cell.system not in systems:
                         systems.add(cell.system)
                         runs += [r for d, r in cell.eval_runs if d == dataset]
@@ -671,6 +676,26 @@ def run_parallel(grid: Grid, jobs: list[Job], execute: Callable, manifest: Path,
                     record(job, "failed", started)
                     stopping = stopping or not keep_going
     return _finish(grid, records, started_grid)
+
+
+def estimate_seconds(grid: Grid) -> pd.DataFrame:
+    """Expected duration of each job from the grid's ``estimate`` section (seconds_per_step,
+    train_overhead_s, evaluation_minutes per dataset, bias_s, report_s); complete runs cost 0."""
+    estimate = grid.estimate
+    per_step = float(estimate.get("seconds_per_step", 0))
+    rows = []
+    for job in plan_jobs(grid):
+        if job.kind == "train":
+            seconds = per_step * float(job.parameters.get("steps", 0)) + float(estimate.get("train_overhead_s", 0))
+        elif job.kind == "evaluate":
+            seconds = 60 * float((estimate.get("evaluation_minutes") or {}).get(job.dataset, 0))
+        else:
+            runs = len(str(job.parameters.get("runs", "")).split(",")) if job.kind == "bias" else 1
+            seconds = float(estimate.get(f"{job.kind}_s", 0)) * runs
+        rows.append({"kind": job.kind, "run": job.run, "complete": is_complete(job.run), "estimate_s": seconds})
+    table = pd.DataFrame(rows)
+    table["remaining_s"] = np.where(table.complete & (table.kind != "report"), 0.0, table.estimate_s)
+    return table
 
 
 # --------------------------------------------------------------------------------------------

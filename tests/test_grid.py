@@ -498,3 +498,11 @@ def test_execute_subprocess_passes_the_worker_environment(tmp_path):
     assert read_json(outputs_dir() / "probe" / "metrics.json") == {"threads": "3"}
     with pytest.raises(RuntimeError, match="asked to fail"):
         execute_subprocess(str(notebook), "probe-broken", {"fail": True})
+
+
+def test_dry_run_lists_the_jobs_and_the_estimate(capsys):
+    from lib.grid import main
+
+    main(["params/grid.yaml", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "34 jobs, 11 cells" in out and "bias-grid-me5-small-q4-mlqa-r-xquad-r" in out and "estimate" in out
