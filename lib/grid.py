@@ -510,7 +510,7 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
     manifest = run_dir(grid.name)
     write_json(manifest / "grid.json", {"grid": asdict(grid), "jobs": [
         {"kind": j.kind, "notebook": j.notebook, "run": j.run, "parameters": j.parameters} for j in jobs]})
-    cell_table(grid).to_csv(manifest / "cells.csv", index=False)
+    write_text(manifest / "cells.csv", cell_table(grid).to_csv(index=False))
 
     if workers > 1:
         return run_parallel(grid, jobs, execute, manifest, workers=workers, devices=devices, force=force,
@@ -1059,21 +1059,24 @@ SIGNIFICANCE_COLUMNS = ["backbone", "train_sources", "dataset", "setting", "metr
 
 def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] | None = None,
                  config: dict[str, Any] | None = None) -> Path:
-    """``report.md``, ``results.csv``, ``summary.csv``, ``significance.csv``, figures (png) and
-    ``metrics.json`` (written last) in ``run_path``."""
+    """``report.md``, ``results.csv``, ``summary.csv``, ``significance.csv``, ``verdict.csv`` (when the
+    grid answers the research question), figures (png) and ``metrics.json`` (written last) in
+    ``run_path``; every file is written atomically."""
     from lib.io import write_provenance
     from lib.report import save_figure
 
     run_path = Path(run_path)
     write_provenance(run_path, {"task": "report", "grid": report.grid, **(config or {})})
-    report.results.to_csv(run_path / "results.csv", index=False)
+    write_text(run_path / "results.csv", report.results.to_csv(index=False))
     flat = report.summary.copy()
     flat.columns = [" ".join(c) for c in flat.columns]
-    flat.to_csv(run_path / "summary.csv")
+    write_text(run_path / "summary.csv", flat.to_csv())
     significance = report.significance
     if len(significance):
         significance = significance[[c for c in SIGNIFICANCE_COLUMNS if c in significance.columns]]
-    significance.to_csv(run_path / "significance.csv", index=False)
+    write_text(run_path / "significance.csv", significance.to_csv(index=False))
+    if VERDICT_TITLE in report.tables:
+        write_text(run_path / "verdict.csv", report.tables[VERDICT_TITLE].to_csv(index=False))
     names = []
     for name, figure in (figures or {}).items():
         save_figure(figure, run_path / f"{name}.png")

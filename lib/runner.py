@@ -117,9 +117,9 @@ def run_plan(plan_file: str | Path, force: bool = False, collect_only: bool = Fa
     text = "## Evaluations\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
     if len(training):
         text += "\n## Training runs\n\n" + training.to_markdown(index=False, floatfmt=".3f") + "\n"
-        training.to_csv(summary / "training.csv", index=False)
+        write_text(summary / "training.csv", training.to_csv(index=False))
     write_text(summary / "summary.md", text)
-    table.to_csv(summary / "summary.csv", index=False)
+    write_text(summary / "summary.csv", table.to_csv(index=False))
     write_json(summary / "plan.json", plan)
     return table
 

@@ -362,6 +362,27 @@ def test_hybrid_verdict_says_when_hybrid_matches_or_beats():
     assert hybrid_verdict(summary.drop(index="mono", level=3), tests).empty
 
 
+def test_report_writes_the_verdict_as_csv_and_markdown(tmp_path):
+    import pandas as pd
+
+    from lib.grid import VERDICT_TITLE, Report, hybrid_verdict
+
+    summary, tests = _verdict_inputs()
+    verdict = hybrid_verdict(summary, tests)
+    results = pd.DataFrame({"status": ["complete"] * 3})
+    report = Report("g", results, summary, {VERDICT_TITLE: verdict}, tests.assign(delta=0.0))
+    write_report(tmp_path / "report", report)
+    written = pd.read_csv(tmp_path / "report" / "verdict.csv")
+    assert written.verdict.tolist() == verdict.verdict.tolist() and len(written) == 4
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert f"## {VERDICT_TITLE}" in text and "is significantly worse than the better of mono and cross" in text
+    assert read_json(tmp_path / "report" / "metrics.json")["summary"]["complete_runs"] == 3
+    # no verdict without mono, cross and hybrid: no verdict.csv
+    write_report(tmp_path / "other", Report("g", results, summary, {}, tests))
+    assert not (tmp_path / "other" / "verdict.csv").exists()
+    assert not [p.name for p in (tmp_path / "report").iterdir() if p.name.startswith(".")]   # no temp leftovers
+
+
 def test_runs_are_described_after_the_outputs_folder_moved(tmp_path):
     """Evaluation configs record the model folder's absolute path; a moved outputs/ still resolves."""
     from lib.bias import run_label
