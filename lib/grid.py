@@ -878,6 +878,70 @@ def significance_table(results: pd.DataFrame, metric: str = "map", settings=("mo
     return table[front + [c for c in table.columns if c not in front]]
 
 
+LANGUAGE_SPLIT_TITLE = "Languages seen and unseen in training (mAP)"
+LANGUAGE_SPLIT_METRICS = ["mono map seen", "mono map unseen", "cross map seen", "cross map unseen",
+                          "multi map seen", "multi map unseen"]
+
+
+def training_languages(sources: str) -> list[str]:
+    """The languages of a training mixture (comma-separated LAReQA datasets), e.g. mlqa-r -> 7."""
+    from lib.data import lareqa_languages
+
+    return sorted({lang for source in str(sources).split(",") if source.strip()
+                   for lang in lareqa_languages(source.strip())})
+
+
+def language_split(per_pair: pd.DataFrame, seen: Sequence[str], metric: str = "map") -> dict[str, float]:
+    """``metric`` over the languages of the training data (seen) and the others (unseen), per setting.
+
+    ``per_pair``: an evaluation's ``per_pair`` table (metrics.json). mono and multi split by the
+    query language; cross by the language pair: ``seen`` = both languages seen, ``unseen`` = at
+    least one unseen. Each value is the mean over its languages (pairs for cross), NaN when none.
+    """
+    seen = set(seen)
+    out = {}
+    for setting in SETTINGS:
+        rows = per_pair[per_pair.setting == setting]
+        if setting == "cross":
+            inside = rows.query_lang.isin(seen) & rows.target_lang.isin(seen)
+        else:
+            inside = rows.query_lang.isin(seen)
+        for name, mask in (("seen", inside), ("unseen", ~inside)):
+            values = rows.loc[mask, metric]
+            out[f"{setting} {metric} {name}"] = float(values.mean()) if len(values) else np.nan
+    return out
+
+
+def add_language_split(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with the columns of ``LANGUAGE_SPLIT_METRICS`` for every complete evaluation.
+
+    Seen languages are those of the training data: the row's ``train_sources``, or, for a zero-shot
+    row, the one training mixture of the other rows with its backbone and dataset (so that it is
+    split the same way as the models it is compared with; left empty when there are several).
+    Note that the ``en`` sampler trains on English only although its data has more languages.
+    """
+    results = results.copy()
+    for column in LANGUAGE_SPLIT_METRICS:
+        results[column] = np.nan
+    if results.empty or "eval_run" not in results:
+        return results
+    trained = results[results.train_sources.map(_given)] if "train_sources" in results else results.iloc[:0]
+    for index, row in results[results.status == "complete"].iterrows():
+        sources = row.get("train_sources")
+        if not _given(sources):
+            mixtures = set(trained.loc[(trained.backbone == row.backbone) & (trained.dataset == row.dataset),
+                                       "train_sources"])
+            if len(mixtures) != 1:
+                continue
+            sources = mixtures.pop()
+        per_pair = pd.DataFrame(read_json(outputs_dir() / row.eval_run / "metrics.json").get("per_pair") or [])
+        if per_pair.empty or "target_lang" not in per_pair:
+            continue
+        for column, value in language_split(per_pair, training_languages(sources)).items():
+            results.loc[index, column] = value
+    return results
+
+
 @dataclass
 class Report:
     """What 06_report shows and writes: the results table and the paper-style tables built from it."""
@@ -1012,12 +1076,17 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
     results = grid_results(grid, extra_runs)
     if results.empty:
         results = pd.DataFrame(columns=["backbone", "system", "dataset", "eval_run", "status", "train_sources"])
-    summary = seed_summary(results, [*SUMMARY_METRICS, *(f"bias {m}" for m in BIAS_METRICS)])
+    results = add_language_split(results)
+    summary = seed_summary(results, [*SUMMARY_METRICS, *(f"bias {m}" for m in BIAS_METRICS),
+                                     *LANGUAGE_SPLIT_METRICS])
     tables = {
         "mAP (mean ± std over seeds, number of seeds)": _wide(format_mean_std(summary, MAP_METRICS)),
         "Recall and XTREME-R mAP@20": _wide(format_mean_std(summary, RECALL_METRICS)),
         "Language bias (multilingual setting)": _wide(format_mean_std(summary, BIAS_TABLE_METRICS)),
     }
+    unseen = [m for m in LANGUAGE_SPLIT_METRICS if m.endswith("unseen")]
+    if len(summary) and summary[[(m, "n") for m in unseen if (m, "n") in summary.columns]].to_numpy().sum() > 0:
+        tables[LANGUAGE_SPLIT_TITLE] = _wide(format_mean_std(summary, LANGUAGE_SPLIT_METRICS))
     if len(summary):
         side = paper_side_by_side(summary)
         if len(side):

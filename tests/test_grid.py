@@ -243,6 +243,9 @@ def test_end_to_end_smoke_grid_in_process(tmp_path, lareqa_dir):
     assert significance.groupby("metric").setting.apply(sorted).to_dict() == {
         "map": ["cross", "mono", "multi"], "rank_distance": ["multi"]}
     assert "## Paired significance" in (report_dir / "report.md").read_text()
+    # XQuAD-R has 4 languages MLQA-R lacks: mAP over seen and unseen languages, zero-shot row included
+    assert "## Languages seen and unseen in training" in (report_dir / "report.md").read_text()
+    assert results[["mono map seen", "mono map unseen", "cross map unseen", "multi map unseen"]].notna().all().all()
     metrics = read_json(report_dir / "metrics.json")
     assert metrics["summary"]["complete_runs"] == 2 and metrics["summary"]["comparisons"] == 4
     # a second pass trains nothing
@@ -381,6 +384,38 @@ def test_report_writes_the_verdict_as_csv_and_markdown(tmp_path):
     write_report(tmp_path / "other", Report("g", results, summary, {}, tests))
     assert not (tmp_path / "other" / "verdict.csv").exists()
     assert not [p.name for p in (tmp_path / "report").iterdir() if p.name.startswith(".")]   # no temp leftovers
+
+
+def test_language_split_seen_and_unseen_training_languages():
+    import numpy as np
+    import pandas as pd
+
+    from lib.grid import add_language_split, language_split, training_languages
+
+    assert training_languages("mlqa-r") == ["ar", "de", "en", "es", "hi", "vi", "zh"]
+    assert training_languages("mlqa-r,xquad-r") == sorted(set(training_languages("mlqa-r"))
+                                                          | set(training_languages("xquad-r")))
+    rows = [("mono", "en", "en", 0.9), ("mono", "de", "de", 0.7), ("mono", "th", "th", 0.4),
+            ("cross", "en", "de", 0.8), ("cross", "de", "en", 0.6), ("cross", "en", "th", 0.3),
+            ("cross", "th", "en", 0.1), ("multi", "en", "all", 0.5), ("multi", "th", "all", 0.2)]
+    per_pair = pd.DataFrame(rows, columns=["setting", "query_lang", "target_lang", "map"])
+    split = language_split(per_pair, ["en", "de"])
+    assert split["mono map seen"] == pytest.approx(0.8) and split["mono map unseen"] == pytest.approx(0.4)
+    # cross: a pair is seen only when both of its languages are
+    assert split["cross map seen"] == pytest.approx(0.7) and split["cross map unseen"] == pytest.approx(0.2)
+    assert split["multi map seen"] == pytest.approx(0.5) and split["multi map unseen"] == pytest.approx(0.2)
+    assert np.isnan(language_split(per_pair, ["en", "de", "th"])["mono map unseen"])
+
+    # in a results table: a zero-shot row is split like the models trained beside it
+    for run in ("eval-a", "eval-z"):
+        write_json(outputs_dir() / run / "metrics.json", {"per_pair": per_pair.to_dict(orient="records")})
+    results = pd.DataFrame({"backbone": ["b", "b", "b"], "dataset": ["xquad-r"] * 3, "eval_run": ["eval-a", "eval-z", "x"],
+                            "train_sources": ["mlqa-r", None, "mlqa-r"], "status": ["complete", "complete", "missing"]})
+    split = add_language_split(results)
+    mlqa = language_split(per_pair, training_languages("mlqa-r"))      # th is not in MLQA-R
+    assert split.loc[0, "mono map unseen"] == pytest.approx(mlqa["mono map unseen"]) == pytest.approx(0.4)
+    assert split.loc[1, "cross map seen"] == pytest.approx(mlqa["cross map seen"])
+    assert split.loc[2, ["mono map seen", "mono map unseen"]].isna().all()          # missing run: nothing
 
 
 def test_runs_are_described_after_the_outputs_folder_moved(tmp_path):
