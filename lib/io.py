@@ -135,10 +135,12 @@ def versions() -> dict[str, Any]:
             capture_output=True, text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
-    accelerator = None
+    accelerator, threads = None, None
     with contextlib.suppress(Exception):
         import torch
 
+        # CPU float sums depend on the thread count: same seed and threads -> bit-identical numbers
+        threads = torch.get_num_threads()
         if torch.cuda.is_available():
             accelerator = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
@@ -148,6 +150,7 @@ def versions() -> dict[str, Any]:
         "git_dirty": dirty,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
         "accelerators": accelerator,
     }
 

@@ -39,6 +39,9 @@ def test_run_dir_rejects_paths_and_provenance_is_written():
     assert json.loads((path / "config.json").read_text()) == {"seed": 3}
     versions = json.loads((path / "versions.json").read_text())
     assert versions["packages"]["torch"] and versions["python"]
+    import torch
+
+    assert versions["torch_threads"] == torch.get_num_threads() >= 1    # CPU sums depend on it
 
 
 def test_language_pair_matrix_and_heatmap(tmp_path):
