@@ -1084,8 +1084,7 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
         "Recall and XTREME-R mAP@20": _wide(format_mean_std(summary, RECALL_METRICS)),
         "Language bias (multilingual setting)": _wide(format_mean_std(summary, BIAS_TABLE_METRICS)),
     }
-    unseen = [m for m in LANGUAGE_SPLIT_METRICS if m.endswith("unseen")]
-    if len(summary) and summary[[(m, "n") for m in unseen if (m, "n") in summary.columns]].to_numpy().sum() > 0:
+    if results[[m for m in LANGUAGE_SPLIT_METRICS if m.endswith("unseen")]].notna().to_numpy().any():
         tables[LANGUAGE_SPLIT_TITLE] = _wide(format_mean_std(summary, LANGUAGE_SPLIT_METRICS))
     if len(summary):
         side = paper_side_by_side(summary)
