@@ -776,6 +776,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"model: {result.model_dir}\nbest model: {result.best_model_dir}\nmetrics: {result.metrics}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()      # every rank done communicating before gloo/NCCL is torn down
         torch.distributed.destroy_process_group()
     return result
 

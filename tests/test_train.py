@@ -124,6 +124,10 @@ def _gathered_loss_worker(rank: int, world: int, init_file: str, out_dir: str) -
     loss = InfoNCELoss(0.05, symmetric=True, gather_across_devices=True)(*local, mask[rows], local_keys)
     loss.backward()
     torch.save({"loss": loss.detach(), "grads": [t.grad for t in local]}, f"{out_dir}/rank{rank}.pt")
+    # both ranks done with every collective before either tears gloo down: without it, a rank that
+    # exits while its peer's gloo threads still hold work aborted ~1 run in 6 ("terminate called
+    # without an active exception", SIGABRT)
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
