@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import resource
@@ -231,6 +232,10 @@ def config_help() -> str:
     return "\n".join(lines)
 
 
+def _literal(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
 def notebook_parameters() -> str:
     """The parameters cell of ``notebooks/03_train.ipynb``: one plain constant per TrainConfig field
     (its default, or ``{"full": default, "smoke": value}[profile]`` for the ``SMOKE_PROFILE``
@@ -240,9 +245,9 @@ def notebook_parameters() -> str:
     for f in dataclasses.fields(TrainConfig):
         if "section" in f.metadata:
             lines += ["", f"# {f.metadata['section']}"]
-        value = repr(f.default)
+        value = _literal(f.default)
         if f.name in SMOKE_PROFILE:
-            value = f'{{"full": {f.default!r}, "smoke": {SMOKE_PROFILE[f.name]!r}}}[profile]'
+            value = f'{{"full": {value}, "smoke": {_literal(SMOKE_PROFILE[f.name])}}}[profile]'
         lines.append(f"{f.name} = {value}".ljust(34) + f"  # {f.metadata['help']}")
     return "\n".join(lines)
 
