@@ -244,7 +244,8 @@ def plot_loss_curves(log: pd.DataFrame, path: str | os.PathLike | None = None, s
 def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     """``python -m lib.train [--config file.yaml] [key=value ...]`` (also under torchrun);
     ``--help`` lists every TrainConfig field, ``--notebook-parameters`` prints 03_train's parameters cell."""
-    parser = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m lib.train", description="Contrastive fine-tuning of the dual "
+                                     "encoder; every TrainConfig field can be set as key=value.",
                                      epilog="training parameters (key=value; default, help):\n" + config_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of TrainConfig fields")
