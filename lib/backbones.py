@@ -279,7 +279,7 @@ def _save_bert(directory: Path, config_kwargs: dict[str, Any], tokenizer_json: P
         missing = [m for m in missing if "position_ids" not in m and not m.startswith("pooler.")]
         if missing or unexpected:
             raise BackboneError(f"weights do not fit BertModel: missing {missing}, unexpected {unexpected}")
-    model.save_pretrained(directory, safe_serialization=True)
+    model.save_pretrained(directory)  # model.safetensors (transformers 5 writes nothing else)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_file=str(tokenizer_json), bos_token="<s>", eos_token="</s>", unk_token="<unk>",
         sep_token="</s>", cls_token="<s>", pad_token="<pad>", mask_token="<mask>", model_max_length=512)

@@ -344,10 +344,10 @@ class Seq2SeqTranslator:
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from lib.backbones import default_device
-
         self.name = str(model_name)
-        self.device = device or default_device()
+        # torch's accelerator (cuda, mps, ...) when there is one: the device lib.backbones would pick
+        accelerator = torch.accelerator.current_accelerator()
+        self.device = device or (accelerator.type if accelerator is not None else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model_name)
         self.model = AutoModelForSeq2SeqLM.from_pretrained(model_name)
         if half_precision is None:
@@ -377,14 +377,15 @@ class Seq2SeqTranslator:
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
 
-def text_key(text: str) -> str:
+def translation_cache_key(text: str) -> str:
     """Cache key of a source text: the first 32 hex digits of its UTF-8 sha256."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 class TranslationCache:
     """Append-only jsonl of translations, one ``{"model", "source_lang", "target_lang", "key", "text"}``
-    per line, looked up by (model, source language, target language, ``text_key(source)``).
+    per line, looked up by (model, source language, target language,
+    ``translation_cache_key(source)``).
 
     Each ``add`` is one ``write`` of complete lines to a file opened with ``O_APPEND``, then
     ``fsync``: a killed run loses at most the batch being written. A torn last line is skipped
@@ -405,13 +406,13 @@ class TranslationCache:
                         continue  # a line torn by a killed run: its batch is translated again
 
     def get(self, model: str, source_language: str, target_language: str, text: str) -> str | None:
-        return self.entries.get((model, source_language, target_language, text_key(text)))
+        return self.entries.get((model, source_language, target_language, translation_cache_key(text)))
 
     def add(self, model: str, source_language: str, target_language: str,
             sources: Sequence[str], translations: Sequence[str]) -> None:
         lines = []
         for source, translation in zip(sources, translations, strict=True):
-            key = text_key(source)
+            key = translation_cache_key(source)
             self.entries[(model, source_language, target_language, key)] = translation
             lines.append(json.dumps({"model": model, "source_lang": source_language,
                                      "target_lang": target_language, "key": key, "text": translation},

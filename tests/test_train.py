@@ -4,8 +4,11 @@ resumes to the same weights as an uninterrupted one."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +19,8 @@ from safetensors.torch import load_file
 from lib.data import ParallelGroup
 from lib.io import read_json
 from lib.losses import InfoNCELoss
-from lib.train import TrainConfig, TrainError, checkpoints, train
+from lib.checkpoint import checkpoints
+from lib.train import SMOKE_PROFILE, TrainConfig, TrainError, main, notebook_parameters, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -292,3 +296,51 @@ def test_config_from_file_and_overrides(tmp_path):
         TrainConfig.from_file(None, ["stepz=3"])
     with pytest.raises(TrainError, match="sampler"):
         TrainConfig(sampler="nope").resolved()
+
+
+# --------------------------------------------------------------------------------------------
+# one source of truth for the parameters: TrainConfig's field metadata
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_train.ipynb"
+
+
+def _notebook_parameters_cell() -> str:
+    cells = [c for c in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+             if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, "03_train needs exactly one cell tagged 'parameters'"
+    return "".join(cells[0]["source"])
+
+
+def _notebook_parameters(monkeypatch, profile: str) -> dict:
+    monkeypatch.setenv("HBT_PROFILE", profile)
+    namespace: dict = {}
+    exec(_notebook_parameters_cell(), namespace)
+    return {k: v for k, v in namespace.items() if k not in ("os", "profile", "__builtins__")}
+
+
+def test_every_config_field_has_help():
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f"TrainConfig.{f.name} has no metadata help"
+
+
+def test_notebook_parameters_cell_is_generated_from_train_config():
+    assert _notebook_parameters_cell() == notebook_parameters(), (
+        "notebooks/03_train.ipynb's parameters cell is out of date: paste the output of "
+        "`python -m lib.train --notebook-parameters` into it")
+
+
+def test_notebook_parameters_are_train_config_fields_and_defaults(monkeypatch):
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    full = _notebook_parameters(monkeypatch, "full")
+    assert full == defaults and list(full) == list(defaults)
+    smoke = _notebook_parameters(monkeypatch, "smoke")
+    assert smoke == defaults | SMOKE_PROFILE
+    assert TrainConfig.from_namespace(smoke) == TrainConfig(**defaults | SMOKE_PROFILE)
+
+
+def test_help_lists_every_field_with_default_and_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(TrainConfig):
+        assert f"{f.name}={f.default!r}" in text and f.metadata["help"] in text

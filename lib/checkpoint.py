@@ -1,0 +1,126 @@
+"""Training state on disk: seeds and RNG states, resumable checkpoints, saved model folders.
+
+A checkpoint ``<run>/checkpoints/step-NNNNNN/`` holds what a resumed run needs to continue bit
+for bit (on the same machine): ``model.pt`` (the trainable weights only; frozen ones come
+from the backbone), ``optimizer.pt``, and ``state.pt`` with the configuration, the trainer's
+counters and log, the scheduler, the (fp16) grad scaler, the sampler's position and the RNG
+states of Python, NumPy and torch (CPU and CUDA) of every process; ``state.json`` repeats the
+counters for people. A folder appears only once fully written (``lib.io.atomic_path``).
+
+A saved model is a sentence-transformers folder plus ``backbone.json`` (``lib.backbones``):
+
+    write_checkpoint(run_path / "checkpoints" / "step-000010", encoder, optimizer, {...})
+    state = read_checkpoint_state(checkpoints(run_path)[-1])
+    load_checkpoint_weights(checkpoints(run_path)[-1], encoder, optimizer)
+    save_model(encoder, run_path / "model", settings)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.utils import logging as transformers_logging
+
+from lib.io import atomic_path, write_json
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint does not fit the model it should be loaded into."""
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states of Python, NumPy and torch (CPU, and every GPU when there is one)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(encoder) -> dict[str, torch.Tensor]:
+    """CPU copies of the parameters that require gradients (frozen ones are the backbone's)."""
+    return {name: p.detach().cpu().clone() for name, p in encoder.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(encoder, state: dict[str, torch.Tensor]) -> None:
+    trainable = {name for name, p in encoder.named_parameters() if p.requires_grad}
+    if set(state) != trainable:
+        raise CheckpointError(
+            f"checkpoint holds parameters {sorted(set(state) ^ trainable)[:5]}... that do not match the "
+            "trainable parameters of this model (another backbone or freeze setting)")
+    with torch.no_grad():
+        for name, parameter in encoder.named_parameters():
+            if name in state:
+                parameter.copy_(state[name])
+
+
+def checkpoints(run_path: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (folders appear only once fully written)."""
+    folder = run_path / "checkpoints"
+    found = [p for p in folder.glob("step-*") if p.is_dir() and re.fullmatch(r"step-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step of a checkpoint folder ``step-NNNNNN``."""
+    return int(checkpoint.name.split("-")[1])
+
+
+def write_checkpoint(target: Path, encoder, optimizer, state: dict[str, Any], summary: dict[str, Any]) -> Path:
+    """Write a checkpoint folder atomically: trainable weights, optimizer, ``state`` (``state.pt``:
+    config, trainer, scheduler, scaler, sampler, rng) and ``summary`` (``state.json``)."""
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        torch.save(trainable_state(encoder), tmp / "model.pt")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(state, tmp / "state.pt")
+        write_json(tmp / "state.json", summary)
+    return target
+
+
+def read_checkpoint_state(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.pt`` (config, trainer, scheduler, scaler, sampler, rng)."""
+    return torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
+
+
+def load_checkpoint_weights(checkpoint: Path, encoder, optimizer) -> None:
+    """Load a checkpoint's trainable weights and optimizer state into ``encoder`` and ``optimizer``."""
+    load_trainable_state(encoder, torch.load(checkpoint / "model.pt", map_location="cpu"))
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu"))
+
+
+def save_model(encoder, path: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    """Write a SentenceTransformer folder (prompts = the prefixes; weights as ``model.safetensors``)
+    plus ``backbone.json``, atomically."""
+    path = Path(path)
+    encoder.prompts = {"query": settings["query_prefix"], "passage": settings["passage_prefix"]}
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # no "Writing model shards" bar at every save
+    try:
+        with atomic_path(path) as tmp:
+            encoder.save(str(tmp), model_name=settings["name"], create_model_card=False)
+            write_json(tmp / "backbone.json", settings)
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
+    return path

@@ -1,0 +1,516 @@
+"""The training loop of ``lib.train``: batches from a sampler, InfoNCE, AdamW, validation, checkpoints.
+
+It reads as named steps over one ``_Run`` (model, batches, optimizer, ``TrainerState``):
+``_set_up`` -> ``_resume`` -> (``_train_step`` -> ``_end_step``: ``_validate``, log, ``_save_model``,
+``_save_checkpoint``)* -> ``_finish``. The configuration is a resolved ``lib.train.TrainConfig``;
+call it through ``lib.train.train``.
+
+One step: ``grad_accumulation`` batches from the sampler (``lib.sampling``), each tokenized with
+the backbone's prefixes and maximum lengths, embedded by the shared encoder (queries, positives,
+hard negatives), scored by :class:`lib.losses.InfoNCELoss`; then gradient clipping, an AdamW step
+and a linear warm-up/decay learning rate (``transformers.get_linear_schedule_with_warmup``).
+Every ``eval_every`` steps the same loss on fixed validation batches (question ids held out with
+``split_by_qid``) decides early stopping (``patience`` evaluations without improvement) and which
+model is kept as the best. Gradient accumulation averages the gradients of several contrastive
+batches; it does not add negatives (the softmax of a batch only sees that batch).
+
+Outputs, in ``outputs/<run>/``: ``config.json`` + ``versions.json`` (resolved configuration and
+package versions), ``train_log.csv`` (step, epoch, loss, lr, val_loss, pairs_per_second,
+elapsed_s; rewritten atomically), ``checkpoints/step-NNNNNN/`` (the last ``keep_checkpoints``),
+``model/`` (final) and ``model-best/`` (lowest validation loss), ``metrics.json`` at the end.
+A model folder loads with ``SentenceTransformer(path)``, ``transformers.AutoModel.from_pretrained
+(path)`` and ``lib.backbones.load_model(path)`` (its ``backbone.json`` holds pooling, prefixes and
+maximum lengths; the name is ``<backbone>-<sampler>``).
+
+Resuming: a run whose folder holds a checkpoint continues from the latest one (``resume=True``)
+and ends with the same weights as an uninterrupted run, bit for bit on the same machine: a
+checkpoint holds the trainable weights, optimizer, scheduler, (fp16) grad scaler, sampler
+position, the log, and the RNG states of Python, NumPy and torch (CPU and CUDA). Dropout stays
+on during training; it is deterministic because its generator (torch's global RNG) is restored
+and nothing else draws from it between steps (the DataLoader gets a generator of its own and no
+worker processes, so the sampler's position is exactly the number of batches consumed).
+A checkpoint of another configuration is refused (fields in ``RESUME_MAY_DIFFER`` excepted).
+
+Several GPUs: ``torchrun --nproc_per_node=N -m lib.train --config run.yaml key=value ...``
+(DistributedDataParallel, NCCL). ``batch_size`` is the global contrastive batch: the sampler
+draws batches of ``batch_size`` pairs, each process encodes its ``batch_size / N`` slice, and the
+loss gathers every process's embeddings (``torch.distributed.nn.functional.all_gather``, gradients
+flow back) so that each query still meets all ``batch_size`` in-batch negatives. Only rank 0
+writes files. Tested here: the single-process CPU path (and the gathered loss with two gloo
+processes; ``torchrun --nproc_per_node=2 -m lib.train device=cpu ...`` runs on CPUs too).
+
+On a CPU shared with other jobs, ``OMP_NUM_THREADS=1`` can be several times faster than torch's
+default thread count (busy-waiting threads); the thread count may change the last bits of a run.
+
+    result = lib.train.train(TrainConfig(backbone="tiny", steps=4, batch_size=8, run="demo"))
+    # = run_training(config.resolved()); model: lib.backbones.load_model(result.model_dir)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from lib.backbones import load_model
+from lib.checkpoint import (checkpoint_step, checkpoints, load_checkpoint_weights, read_checkpoint_state,
+                            rng_state, save_model, set_rng_state, set_seed, write_checkpoint)
+from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, to_device
+from lib.encode import autocast
+from lib.io import run_dir, write_json, write_provenance, write_text
+from lib.losses import InfoNCELoss
+from lib.sampling import PairDataset, SamplingError, build_sampler
+from lib.training_data import lareqa_groups, split_by_qid
+
+# Fields that may change between a checkpoint and its resumption (they do not change the weights
+# on one machine; a different device or precision changes the rounding, not the recipe).
+RESUME_MAY_DIFFER = ("resume", "device", "precision", "checkpoint_every", "keep_checkpoints", "data_dir")
+LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
+
+
+class TrainError(RuntimeError):
+    """Training cannot start or resume as configured; the message names the setting and the fix."""
+
+
+@dataclass
+class TrainResult:
+    """Where a run put its models, and what it measured."""
+
+    run_dir: Path
+    model_dir: Path
+    best_model_dir: Path
+    metrics: dict[str, Any]
+    log: pd.DataFrame = field(repr=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Processes and devices
+
+
+@dataclass
+class _Processes:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _start_processes(config) -> _Processes:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1 (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Processes()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if str(config.device).startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    if config.batch_size % world:
+        raise TrainError(f"batch_size {config.batch_size} is not divisible by the {world} processes; "
+                         "each process encodes batch_size / processes pairs of every batch")
+    return _Processes(rank, world, local_rank)
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak memory of this process: allocated GPU memory on CUDA, else the resident set (ru_maxrss)."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def trained_backbone_settings(config, backbone, step: int, kind: str) -> dict[str, Any]:
+    """``backbone.json`` of a trained model: the base backbone's encoding settings, a new name."""
+    settings = backbone.as_dict()
+    base_name = settings["name"]
+    settings.update(
+        name=f"{base_name}-{config.sampler}", source="path", path=None, hub_id=None,
+        description=f"{base_name} fine-tuned with the {config.sampler} sampler ({kind} model, step {step})",
+        extra={**(settings.get("extra") or {}), "trained_from": base_name, "run": config.run,
+               "sampler": config.sampler, "alpha": config.alpha, "step": step, "kind": kind})
+    return settings
+
+
+def load_training_groups(config):
+    """LAReQA groups of every source in ``train_sources``, then ``split_by_qid`` -> (train, validation)."""
+    groups = []
+    for source in config.source_list():
+        groups += lareqa_groups(source, candidate_context=config.candidate_context,
+                                max_negatives=config.max_negatives, data_dir=config.data_dir or None)
+    if not groups:
+        raise TrainError(f"train_sources {config.train_sources!r} gave no training groups; "
+                         "name LAReQA datasets, e.g. 'mlqa-r' or 'mlqa-r,xquad-r'")
+    return split_by_qid(groups, config.validation_fraction, config.split_seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Training: set-up, resume, steps, validation, checkpoints, finish
+
+
+@dataclass
+class TrainerState:
+    """The counters and log of a run; a checkpoint saves them (``state.pt``'s ``trainer``)."""
+
+    step: int = 0
+    best_val_loss: float = math.inf
+    best_step: int | None = None
+    evaluations_since_best: int = 0
+    last_val_loss: float | None = None
+    elapsed_s: float = 0.0
+    train_s: float = 0.0
+    pairs: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+    stopped_early: bool = False
+
+
+@dataclass
+class _Run:
+    """Everything a run's steps share: configuration, model, batches, optimizer and ``state``."""
+
+    config: Any  # a resolved lib.train.TrainConfig
+    processes: _Processes
+    device: str
+    path: Path
+    encoder: Any
+    dual_encoder: nn.Module
+    loss_fn: InfoNCELoss
+    groups: tuple[list, list] = ((), ())
+    sampler: Any = None
+    batches: Iterator[dict[str, Any]] | None = None
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    scaler: torch.amp.GradScaler | None = None
+    trainable: list[tuple[str, nn.Parameter]] = field(default_factory=list)
+    state: TrainerState = field(default_factory=TrainerState)
+    resumed_from: Path | None = None
+
+
+def _set_up(config, groups) -> _Run:
+    """Processes, seed, data, model, batches and optimizer, in this order (the order of RNG draws)."""
+    processes = _start_processes(config)
+    device = config.device
+    if processes.world > 1 and str(device).startswith("cuda"):
+        device = f"cuda:{processes.local_rank}"
+        torch.cuda.set_device(device)
+    path = run_dir(config.run)
+    set_seed(config.seed + processes.rank)
+    if groups is None:
+        train_groups, validation_groups = load_training_groups(config)
+    else:
+        train_groups, validation_groups = groups
+    if not validation_groups and config.validation_fraction > 0 and groups is None:
+        raise TrainError("the validation split is empty: raise validation_fraction")
+
+    encoder = load_model(config.backbone, device=device)
+    if config.freeze_embeddings:
+        encoder[0].model.get_input_embeddings().weight.requires_grad_(False)
+    encoder.train()
+    dual_encoder: nn.Module = DualEncoder(encoder)
+    if processes.world > 1:
+        dual_encoder = nn.parallel.DistributedDataParallel(
+            dual_encoder, device_ids=[torch.device(device).index] if str(device).startswith("cuda") else None,
+            find_unused_parameters=True)  # the BERT pooler is computed but unused by mean/CLS pooling
+    loss_fn = InfoNCELoss(config.temperature, config.symmetric, gather_across_devices=processes.world > 1)
+    run = _Run(config, processes, device, path, encoder, dual_encoder, loss_fn,
+               groups=(train_groups, validation_groups))
+    _set_up_batches(run)
+    _set_up_optimizer(run)
+    return run
+
+
+def _endless(loader) -> Iterator[dict[str, Any]]:
+    while True:  # the sampler moves on to its next epoch when one is exhausted
+        yield from loader
+
+
+def _set_up_batches(run: _Run) -> None:
+    """The training sampler and loader (no workers: its position = batches consumed) and the fixed
+    validation batches (``split_seed``, the same for every training seed)."""
+    config, processes = run.config, run.processes
+    train_groups, validation_groups = run.groups
+    collator = PairCollator(run.encoder.tokenizer, run.encoder.backbone, config.hard_negatives)
+    sampler_options = dict(seed=config.seed, source_temperature=config.source_temperature,
+                           languages=config.language_list())
+    try:
+        run.sampler = build_sampler(config.sampler, train_groups, config.batch_size, alpha=config.alpha,
+                                    **sampler_options)
+    except SamplingError as error:
+        raise TrainError(f"training batches: {error}") from None
+    dataset = PairDataset(train_groups, config.hard_negatives, config.negative_language, config.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=RankSlice(run.sampler, processes.rank, processes.world),
+                                         collate_fn=collator, num_workers=0, generator=torch.Generator())
+    run.batches = _endless(loader)
+    if not validation_groups:
+        return
+    try:
+        validation_sampler = build_sampler(config.validation_sampler, validation_groups, config.batch_size,
+                                           alpha=0.5, **{**sampler_options, "seed": config.split_seed})
+    except SamplingError as error:
+        raise TrainError(
+            f"validation batches ({len({g.qid for g in validation_groups})} held-out question ids): {error}. "
+            "Raise validation_fraction, lower batch_size, or choose validation_sampler='cross'") from None
+    validation_data = PairDataset(validation_groups, config.hard_negatives, config.negative_language,
+                                  config.split_seed)
+    for index, batch in enumerate(RankSlice(validation_sampler, processes.rank, processes.world)):
+        if index >= config.validation_batches:
+            break
+        run.validation.append(collator([validation_data[pair] for pair in batch]))
+
+
+def _set_up_optimizer(run: _Run) -> None:
+    """AdamW (no weight decay on biases and LayerNorm), linear warm-up/decay, fp16 grad scaler."""
+    config = run.config
+    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layer_norm.bias")
+    run.trainable = [(n, p) for n, p in run.encoder.named_parameters() if p.requires_grad]
+    run.optimizer = torch.optim.AdamW([
+        {"params": [p for n, p in run.trainable if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in run.trainable if n.endswith(no_decay)], "weight_decay": 0.0},
+    ], lr=config.learning_rate)
+    warmup_steps = int(round(config.warmup_ratio * config.steps))
+    run.scheduler = get_linear_schedule_with_warmup(run.optimizer, warmup_steps, config.steps)
+    run.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+
+
+def _resume(run: _Run) -> None:
+    """Continue from the run's latest checkpoint (``resume=True``), or clear what an earlier run
+    of this name left; then write ``config.json`` and ``versions.json``."""
+    config, processes, path = run.config, run.processes, run.path
+    existing = checkpoints(path)
+    if existing and config.resume:
+        run.resumed_from = existing[-1]
+        saved = read_checkpoint_state(run.resumed_from)
+        _check_same_config(saved["config"], asdict(config), run.resumed_from)
+        load_checkpoint_weights(run.resumed_from, run.encoder, run.optimizer)
+        run.scheduler.load_state_dict(saved["scheduler"])
+        if run.scaler is not None and saved.get("scaler"):
+            run.scaler.load_state_dict(saved["scaler"])
+        run.sampler.load_state_dict(saved["sampler"])
+        run.state = TrainerState(**saved["trainer"])
+        rng_states = saved["rng"]
+        set_rng_state(rng_states[processes.rank] if processes.rank < len(rng_states) else rng_states[0])
+    elif processes.main:  # a fresh start: nothing of an earlier run of this name may survive
+        for stale in ("checkpoints", "model", "model-best"):
+            shutil.rmtree(path / stale, ignore_errors=True)
+        (path / "metrics.json").unlink(missing_ok=True)
+    if processes.main:
+        write_provenance(path, asdict(config))
+
+
+def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+    different = {key: (saved.get(key), value) for key, value in current.items()
+                 if key not in RESUME_MAY_DIFFER and saved.get(key) != value}
+    if different:
+        detail = "; ".join(f"{key}: checkpoint {old!r}, now {new!r}" for key, (old, new) in different.items())
+        raise TrainError(
+            f"cannot resume from {where}: it was trained with another configuration ({detail}). "
+            "Choose a new run name (run=...), or resume=False to start this run over")
+
+
+@dataclass
+class _Step:
+    """What one optimizer step measured."""
+
+    loss: float
+    learning_rate: float
+    pairs: int
+    seconds: float
+
+
+def _train_step(run: _Run) -> _Step:
+    """``grad_accumulation`` batches forward and backward, clipping, one AdamW and scheduler step."""
+    config, processes, scaler = run.config, run.processes, run.scaler
+    started = time.perf_counter()
+    run.optimizer.zero_grad(set_to_none=True)
+    step_loss, step_pairs = 0.0, 0
+    for micro in range(config.grad_accumulation):
+        batch = to_device(next(run.batches), run.device)
+        last = micro == config.grad_accumulation - 1
+        sync = run.dual_encoder.no_sync() if processes.world > 1 and not last else contextlib.nullcontext()
+        with sync:
+            with autocast(run.device, config.precision):
+                loss = batch_loss(run.dual_encoder, run.loss_fn, batch)
+            scaled = loss / config.grad_accumulation
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        step_loss += loss.item() / config.grad_accumulation
+        step_pairs += batch["pairs"] * processes.world
+    if processes.world > 1:  # log the loss of the whole batch, not of this process's queries
+        mean_loss = torch.tensor(step_loss, dtype=torch.float64, device=run.device)
+        torch.distributed.all_reduce(mean_loss)
+        step_loss = float(mean_loss) / processes.world
+    if scaler is not None:
+        scaler.unscale_(run.optimizer)
+    if config.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_([p for _, p in run.trainable], config.max_grad_norm)
+    learning_rate = run.scheduler.get_last_lr()[0]
+    if scaler is not None:
+        scaler.step(run.optimizer)
+        scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    return _Step(step_loss, learning_rate, step_pairs, time.perf_counter() - started)
+
+
+def _validation_loss(run: _Run) -> float | None:
+    """Mean loss over the fixed validation batches (averaged over processes), in eval mode."""
+    if not run.validation:
+        return None
+    run.encoder.eval()
+    plain = run.dual_encoder.module if run.processes.world > 1 else run.dual_encoder
+    total = 0.0
+    with torch.no_grad():
+        for batch in run.validation:
+            with autocast(run.device, run.config.precision):
+                total += batch_loss(plain, run.loss_fn, to_device(batch, run.device)).item()
+    value = torch.tensor(total / len(run.validation), dtype=torch.float64)
+    if run.processes.world > 1:
+        value = value.to(run.device)
+        torch.distributed.all_reduce(value)
+        value = value / run.processes.world
+    run.encoder.train()
+    return float(value)
+
+
+def _validate(run: _Run) -> float | None:
+    """At evaluation steps: the validation loss; a new best is saved as ``model-best``, and
+    ``patience`` evaluations without improvement stop the run."""
+    config, state = run.config, run.state
+    if not ((config.eval_every and state.step % config.eval_every == 0) or state.step == config.steps):
+        return None
+    val_loss = _validation_loss(run)
+    if val_loss is None:
+        return None
+    state.last_val_loss = val_loss
+    if val_loss < state.best_val_loss:
+        state.best_val_loss, state.best_step, state.evaluations_since_best = val_loss, state.step, 0
+        _save_model(run, "best")
+    else:
+        state.evaluations_since_best += 1
+        if config.patience and state.evaluations_since_best >= config.patience:
+            state.stopped_early = True
+    return val_loss
+
+
+def _write_log(run: _Run) -> pd.DataFrame:
+    log = pd.DataFrame(run.state.log, columns=LOG_COLUMNS)
+    if run.processes.main:
+        write_text(run.path / "train_log.csv", log.to_csv(index=False))
+    return log
+
+
+def _save_model(run: _Run, kind: str) -> Path:
+    target = run.path / ("model" if kind == "final" else "model-best")
+    if run.processes.main:
+        save_model(run.encoder, target, trained_backbone_settings(run.config, run.encoder.backbone,
+                                                                  run.state.step, kind))
+    return target
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """``checkpoints/step-NNNNNN`` (RNG states of every process), keeping the last ``keep_checkpoints``."""
+    rng = [rng_state()]
+    if run.processes.world > 1:
+        rng = [None] * run.processes.world
+        torch.distributed.all_gather_object(rng, rng_state())
+    if not run.processes.main:
+        return
+    state, sampler, scaler = asdict(run.state), run.sampler, run.scaler
+    write_checkpoint(run.path / "checkpoints" / f"step-{run.state.step:06d}", run.encoder, run.optimizer,
+                     {"config": asdict(run.config), "trainer": state, "scheduler": run.scheduler.state_dict(),
+                      "scaler": scaler.state_dict() if scaler is not None else None,
+                      "sampler": sampler.state_dict(), "rng": rng},
+                     summary={k: v for k, v in state.items() if k != "log"} | {"sampler": sampler.state_dict()})
+    for old in checkpoints(run.path)[:-run.config.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _end_step(run: _Run, step: _Step, started: float) -> None:
+    """Count the step, validate, log, and save the final model and checkpoints when due."""
+    config, state = run.config, run.state
+    state.step += 1
+    state.train_s += step.seconds
+    state.pairs += step.pairs
+    val_loss = _validate(run)
+    state.elapsed_s = time.perf_counter() - started
+    state.log.append({"step": state.step, "epoch": run.sampler.epoch, "loss": step.loss, "lr": step.learning_rate,
+                      "val_loss": val_loss, "pairs_per_second": step.pairs / step.seconds,
+                      "elapsed_s": state.elapsed_s})
+    _write_log(run)
+    state.finished = state.stopped_early or state.step >= config.steps
+    if state.finished:
+        _save_model(run, "final")
+    if state.finished or (config.checkpoint_every and state.step % config.checkpoint_every == 0):
+        _save_checkpoint(run)
+
+
+def _finish(run: _Run) -> TrainResult:
+    """Make sure ``model/`` and ``model-best/`` exist, write the log and ``metrics.json``."""
+    config, state, path, device = run.config, run.state, run.path, run.device
+    model_dir = path / "model"
+    if not (model_dir / "backbone.json").is_file():
+        _save_model(run, "final")  # a run resumed after its final checkpoint but before its model was written
+    best_dir = path / "model-best"
+    if not (best_dir / "backbone.json").is_file() and run.processes.main:
+        shutil.copytree(model_dir, best_dir, dirs_exist_ok=True)  # no validation: best = final
+    log = _write_log(run)
+    train_groups, validation_groups = run.groups
+    metrics = {
+        "run": config.run, "steps": state.step, "stopped_early": state.stopped_early,
+        "final_val_loss": state.last_val_loss,
+        "best_val_loss": None if math.isinf(state.best_val_loss) else state.best_val_loss,
+        "best_step": state.best_step, "final_train_loss": float(log.loss.iloc[-1]) if len(log) else None,
+        "wall_time_s": state.elapsed_s, "train_time_s": state.train_s, "pairs": state.pairs,
+        "pairs_per_second": state.pairs / state.train_s if state.train_s else None,
+        "peak_memory_mb": peak_memory_mb(device), "peak_memory_kind": "cuda_allocated"
+        if str(device).startswith("cuda") else "process_max_rss",
+        "device": str(device), "processes": run.processes.world,
+        "train_groups": len(train_groups), "validation_groups": len(validation_groups),
+        "validation_batches": len(run.validation),
+        "trainable_parameters": sum(p.numel() for _, p in run.trainable),
+        "frozen_parameters": sum(p.numel() for p in run.encoder.parameters() if not p.requires_grad),
+        "resumed_from_step": checkpoint_step(run.resumed_from) if run.resumed_from else None,
+        "model_dir": str(model_dir.relative_to(path)), "best_model_dir": str(best_dir.relative_to(path)),
+    }
+    if run.processes.main:
+        write_json(path / "metrics.json", metrics)
+    return TrainResult(path, model_dir, best_dir, metrics, log)
+
+
+def run_training(config, groups=None, progress: bool = True,
+                 on_step_end: Callable[[int], None] | None = None) -> TrainResult:
+    """Train as ``config`` (a resolved ``lib.train.TrainConfig``) says; see ``lib.train.train``."""
+    run = _set_up(config, groups)
+    _resume(run)
+    state, steps = run.state, run.config.steps
+    bar = None
+    if progress and run.processes.main and not state.finished:
+        bar = tqdm(total=steps, initial=state.step, desc=f"train {run.config.run}", unit="step")
+    started = time.perf_counter() - state.elapsed_s
+    while not state.finished and state.step < steps:
+        step = _train_step(run)
+        _end_step(run, step, started)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{step.loss:.3f}", val=f"{state.last_val_loss or float('nan'):.3f}")
+        if on_step_end is not None:
+            on_step_end(state.step)
+    if bar is not None:
+        bar.close()
+    return _finish(run)
