@@ -270,10 +270,13 @@ def _save_bert(directory: Path, config_kwargs: dict[str, Any], tokenizer_json: P
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     config = BertConfig(pad_token_id=1, **config_kwargs)
-    torch.manual_seed(seed)
     # The pooler is kept (randomly initialised, never used: pooling is the backbone's setting) so
-    # that AutoModel loads the folder without a "newly initialised weights" report.
-    model = BertModel(config)
+    # that AutoModel loads the folder without a "newly initialised weights" report. The draws use
+    # a forked RNG: building a model into the cache must not reset a run's seeded global RNG (it
+    # did, so the first run after an empty cache differed from every later run of the same seed).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
     if state is not None:
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [m for m in missing if "position_ids" not in m and not m.startswith("pooler.")]

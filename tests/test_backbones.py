@@ -72,3 +72,18 @@ def test_model_folder_resolves_from_the_project_root(tmp_path, monkeypatch):
     backbone = get_backbone("outputs/run-x/model")
     assert backbone.source == "path" and backbone.name == "tiny-hybrid"
     assert backbone.path == str(folder.resolve())
+
+
+def test_building_a_backbone_into_the_cache_leaves_the_global_rng_alone(tmp_path, monkeypatch):
+    """A run seeds torch, then loads its backbone: a first build into an empty cache must not
+    reset the seeded RNG, or the first run of a seed differs from every later one."""
+    import torch
+
+    from lib.backbones import tiny_dir
+
+    monkeypatch.setenv("HBT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny_dir(seed=7)  # builds: the cache is empty
+    assert torch.equal(torch.rand(3), expected)
