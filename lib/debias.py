@@ -33,10 +33,12 @@ to the language mean; ``k`` = number of directions removed (the paper finds 1-3 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from lib.encode import encode
 
 METHODS = ("none", "center", "lir")
 SOURCES = ("pool", "reference", "transductive")
@@ -53,9 +55,11 @@ class DebiasError(ValueError):
 class Debias:
     """A debiasing method: ``method`` (none | center | lir), ``source`` of its statistics, LIR's ``k``."""
 
-    method: str = "none"
-    source: str = "pool"
-    k: int = 1
+    method: str = field(default="none", metadata={
+        "help": "none | center (minus language mean) | lir (minus top-k directions)"})
+    source: str = field(default="pool", metadata={
+        "help": "statistics from: pool | reference | transductive (the test queries: an upper bound)"})
+    k: int = field(default=1, metadata={"help": "lir only: number of per-language principal directions removed"})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -114,6 +118,16 @@ def by_language(embeddings: np.ndarray, languages: Sequence[str]) -> dict[str, n
         raise DebiasError(f"embeddings must be (n, d) with one language label per row; got shape "
                           f"{embeddings.shape} and {len(languages)} labels")
     return {str(lang): embeddings[languages == lang] for lang in np.unique(languages)}
+
+
+def encode_by_language(model, texts_by_language: Mapping[str, Sequence[str]], side: str,
+                       batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Reference embeddings per language with ``lib.encode.encode`` (cached): ``side`` = query | passage.
+
+    For ``pool``: ``encode_by_language(model, dict(tuple(candidates.groupby("lang").text)), "query")``.
+    """
+    return {str(lang): encode(model, list(texts), side, batch_size=batch_size, show_progress_bar=False)
+            for lang, texts in texts_by_language.items()}
 
 
 def language_means(reference: ByLanguage) -> dict[str, np.ndarray]:

@@ -3,10 +3,10 @@
 Models of one architecture (the same backbone, fine-tuned or not) are combined parameter by
 parameter, ``theta = sum_i c_i theta_i`` with ``sum_i c_i = 1``:
 
-| system   | coefficients                                     | reference                               |
-|----------|--------------------------------------------------|-----------------------------------------|
-| WiSE-FT  | ``(1 - lam) * zero_shot + lam * fine_tuned``     | Wortsman et al., arXiv 2109.01903        |
-| soup     | ``(1/N) * sum_i theta_i`` (e.g. mono + cross of one seed) | Wortsman et al., arXiv 2203.05482 (uniform soup) |
+| system   | coefficients                                  | reference                                 |
+|----------|-----------------------------------------------|-------------------------------------------|
+| WiSE-FT  | ``(1 - lam) * zero_shot + lam * fine_tuned``  | Wortsman et al., arXiv 2109.01903          |
+| soup     | ``(1/N) * sum_i theta_i`` (mono + cross, ...)  | Wortsman et al., arXiv 2203.05482 (uniform) |
 
 Rules: every model must have the same keys and shapes (else an error names the first
 mismatch); a tensor equal in every model (a frozen word-embedding table, position ids) is copied

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.debias import (Debias, DebiasError, by_language, debias_embeddings, language_directions,
-                        language_mean_spread, parse_debias, transform)
+from lib.debias import (Debias, DebiasError, by_language, debias_embeddings, encode_by_language,
+                        language_directions, language_mean_spread, parse_debias, transform)
 
 LANGS = ("de", "en", "zh")
 
@@ -174,3 +174,14 @@ def test_real_xquad_r_language_means_exist_and_centering_shrinks_them(lareqa_dir
     after_q, after_c = language_mean_spread(q, q_langs), language_mean_spread(c, c_langs)
     assert after_c < 0.7 * before_c and after_c < 1.3 * chance_c
     assert after_q < 0.7 * before_q and after_q < 1.3 * chance_q
+
+
+def test_encode_by_language_uses_the_side_prefix(tiny_model):
+    from lib.encode import encode
+
+    texts = {"de": ["Wer schrieb Faust?", "Goethe schrieb Faust."], "en": ["Who wrote Faust?"]}
+    as_queries = encode_by_language(tiny_model, texts, "query")
+    as_passages = encode_by_language(tiny_model, texts, "passage")
+    assert set(as_queries) == {"de", "en"} and as_queries["de"].shape == (2, 32)
+    np.testing.assert_array_equal(as_queries["en"], encode(tiny_model, texts["en"], "query", show_progress_bar=False))
+    assert not np.allclose(as_queries["de"], as_passages["de"])     # "query: " vs "passage: " prefix
