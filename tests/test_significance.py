@@ -126,3 +126,145 @@ def test_mean_over_seeds_keeps_common_queries():
     key = ["setting", "query_lang", "target_lang", "qid"]
     expected = (first.set_index(key)["map"] + second.set_index(key)["map"]).dropna() / 2
     np.testing.assert_allclose(mean.set_index(key)["map"].sort_index(), expected.sort_index())
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics that count seeds
+
+from lib.significance import (equivalence_margin, hierarchical_bootstrap, p_value_floor,  # noqa: E402
+                              seed_aware_comparisons, seed_aware_test, seed_cluster_tables,
+                              seed_permutation_test)
+
+
+def simulate(rng, clusters=60, seeds=3, delta=0.0, seed_sd=0.01, question_sd=0.2, noise_sd=0.1):
+    """Per-run cluster contributions (seeds x clusters) of two systems; row sums = the runs' metric.
+
+    Shared question difficulty (paired), a per-run seed effect, per-run per-question noise;
+    the true difference of system means is ``delta``.
+    """
+    difficulty = rng.normal(0, question_sd, clusters)
+
+    def system(mean):
+        return (mean + rng.normal(0, seed_sd, (seeds, 1)) + difficulty
+                + rng.normal(0, noise_sd, (seeds, clusters))) / clusters
+    return system(delta), system(0.0)
+
+
+def test_p_value_floor_and_its_holm_version():
+    assert p_value_floor(9_999) == pytest.approx(1e-4)
+    assert p_value_floor(10_000, comparisons=40) == pytest.approx(40 / 10_001)
+    assert p_value_floor(999, two_sided_bootstrap=True) == pytest.approx(0.002)
+    assert p_value_floor(10, comparisons=100) == 1.0
+    with pytest.raises(ValueError, match="resamples"):
+        p_value_floor(0)
+
+
+def test_seed_aware_test_finds_a_true_difference():
+    a, b = simulate(np.random.default_rng(0), clusters=300, seeds=5, delta=0.02, seed_sd=0.002, noise_sd=0.05)
+    result = seed_aware_test(a, b, resamples=2000, seed=0)
+    assert result.delta == pytest.approx(a.sum(1).mean() - b.sum(1).mean())
+    assert 0 < result.ci_low < 0.02 < result.ci_high
+    assert result.p_value == result.p_floor == pytest.approx(2 / 2001)
+    assert result.p_seed_permutation == pytest.approx(2 / 252)   # 5 + 5 runs: C(10, 5) = 252 splits
+    assert not result.equivalent
+
+
+def test_no_difference_gives_uniform_p_and_correct_coverage():
+    rng = np.random.default_rng(0)
+    covered, p_values = 0, []
+    for i in range(200):
+        a, b = simulate(rng)
+        result = seed_aware_test(a, b, resamples=300, seed=i)
+        covered += result.ci_low <= 0 <= result.ci_high
+        p_values.append(result.p_value)
+    p_values = np.array(p_values)
+    assert 0.91 <= covered / 200 <= 0.99                  # nominal 0.95 (measured 0.955)
+    assert (p_values < 0.05).mean() <= 0.09
+    assert 0.4 <= p_values.mean() <= 0.65 and (p_values < 0.5).mean() == pytest.approx(0.5, abs=0.12)
+
+
+def test_seed_variance_widens_the_interval_over_the_seed_averaged_test():
+    # question-level differences are tiny and consistent; the seeds themselves differ a lot
+    a, b = simulate(np.random.default_rng(1), clusters=200, seeds=3, delta=0.01, seed_sd=0.03, noise_sd=0.02)
+    n = a.shape[1]                                        # paired_test averages: scale contributions to sum
+    averaged = paired_test(n * a.mean(0), n * b.mean(0), resamples=2000, seed=0)
+    aware = seed_aware_test(a, b, resamples=2000, seed=0)
+    assert averaged.delta == pytest.approx(aware.delta)
+    assert (aware.ci_high - aware.ci_low) > 3 * (averaged.ci_high - averaged.ci_low)
+    assert averaged.p_value < 0.01 and aware.p_value > averaged.p_value
+
+
+def test_hierarchical_bootstrap_of_identical_systems_is_zero_and_reproducible():
+    a, _ = simulate(np.random.default_rng(2))
+    replicates = hierarchical_bootstrap(a, a, resamples=200, seed=3)
+    np.testing.assert_array_equal(replicates, hierarchical_bootstrap(a, a, resamples=200, seed=3))
+    single = hierarchical_bootstrap(a[:1], a[:1], resamples=200, seed=3)  # one seed each: nothing to resample
+    assert np.all(single == 0)
+    result = seed_aware_test(a[:1], a[:1], resamples=200)
+    assert result.p_value == 1 and result.delta == 0 and result.equivalent
+    with pytest.raises(ValueError, match="clusters"):
+        hierarchical_bootstrap(a, a[:, :10])
+
+
+def test_seed_permutation_test_has_the_floor_of_a_three_seed_design():
+    assert seed_permutation_test([0.50, 0.51, 0.52], [0.40, 0.41, 0.42]) == (pytest.approx(0.1), pytest.approx(0.1))
+    p, floor = seed_permutation_test([0.5, 0.4, 0.45], [0.45, 0.5, 0.4])
+    assert p == 1.0 and floor == pytest.approx(0.1)
+
+
+def test_tost_claims_equivalence_only_inside_the_margin():
+    rng = np.random.default_rng(4)
+    close_a, close_b = simulate(rng, clusters=400, seeds=5, delta=0.0, seed_sd=0.0005, noise_sd=0.02)
+    result = seed_aware_test(close_a, close_b, resamples=1000)
+    assert result.margin == 0.005 and result.equivalent and result.p_equivalence <= 0.05
+    assert -0.005 < result.equivalence_ci_low and result.equivalence_ci_high < 0.005
+    far_a, far_b = simulate(rng, clusters=400, seeds=5, delta=0.02, seed_sd=0.0005, noise_sd=0.02)
+    assert not seed_aware_test(far_a, far_b, resamples=1000).equivalent
+    decisions = []
+    for i in range(40):
+        a, b = simulate(rng, clusters=200, seeds=3, delta=0.003, seed_sd=0.001, noise_sd=0.01)
+        r = seed_aware_test(a, b, resamples=300, seed=i)
+        decisions.append(r.equivalent)
+        if r.equivalent:
+            assert -r.margin < r.equivalence_ci_low and r.equivalence_ci_high < r.margin
+        else:
+            assert r.p_equivalence > 0.05 or r.equivalence_ci_low <= -r.margin or r.equivalence_ci_high >= r.margin
+    assert 0 < sum(decisions) < 40                         # a borderline case: both outcomes occur
+
+
+def test_margins_default_to_absolute_map_and_relative_rank_distance():
+    assert equivalence_margin("map", 0.5, 0.6) == 0.005
+    assert equivalence_margin("rank_distance", 370.0, 365.0) == pytest.approx(3.65)
+
+
+def test_seed_cluster_tables_sum_to_each_runs_macro_metric():
+    runs_a, runs_b = [_per_query(0, 0.1), _per_query(1, 0.1)], [_per_query(2), _per_query(3), _per_query(4)]
+    runs_b[1] = runs_b[1].iloc[:-3]                       # a missing query is dropped everywhere
+    table_a, table_b, clusters = seed_cluster_tables(runs_a, runs_b, metric="map", setting="cross")
+    assert table_a.shape == (2, 30) and table_b.shape == (3, 30) and len(clusters) == 30
+    full = seed_cluster_tables(runs_a, [_per_query(2)], metric="map", setting="cross")[0]
+    for run, row in zip(runs_a, full):
+        assert row.sum() == pytest.approx(summarise(run)["macro"].loc["cross", "map"])
+    with pytest.raises(ValueError, match="lacks columns"):
+        seed_cluster_tables([runs_a[0].drop(columns="qid")], runs_b)
+
+
+def test_seed_aware_comparisons_table():
+    systems = {"mono": [_per_query(0), _per_query(1)], "hybrid": [_per_query(2, 0.1), _per_query(3, 0.1)],
+               "same": [_per_query(0), _per_query(1)]}
+    table = seed_aware_comparisons(systems, metric="map", resamples=300, seed=0)
+    assert len(table) == 2 * 3
+    assert {"delta", "ci_low", "p_value", "p_floor", "p_holm", "p_holm_floor", "p_seed_permutation",
+            "p_equivalence", "equivalent", "margin"} <= set(table.columns)
+    assert (table.p_holm >= table.p_value).all()
+    np.testing.assert_allclose(table.p_holm_floor, min(1.0, 6 * 2 / 301))
+    identical = table[(table.a == "mono") & (table.b == "same")]
+    assert (identical.delta == 0).all() and (identical.p_value > 0.5).all()
+    # the same two runs, but they differ from each other wildly (random AP per seed): resampling
+    # seeds makes the interval wide, so no equivalence may be claimed
+    assert not identical.equivalent.any()
+    assert (identical.equivalence_ci_high - identical.equivalence_ci_low > 2 * identical.margin).all()
+    hybrid = table[(table.a == "mono") & (table.b == "hybrid")]
+    expected = np.mean([summarise(t)["macro"].loc["mono", "map"] for t in systems["mono"]]) - np.mean(
+        [summarise(t)["macro"].loc["mono", "map"] for t in systems["hybrid"]])
+    assert hybrid.loc[hybrid.setting == "mono", "delta"].item() == pytest.approx(expected)
