@@ -67,6 +67,7 @@ from torch import nn
 
 from lib.io import atomic_path, run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
+from lib.naming import train_run_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Fields that may change between a checkpoint and its resumption (they do not change the weights
@@ -125,7 +126,7 @@ class TrainConfig:
     patience: int = 3                        # evaluations without improvement before stopping (0 = never)
     checkpoint_every: int = 50               # steps between checkpoints (0 = none)
     keep_checkpoints: int = 2
-    run: str = ""                            # outputs/<run>; "" = train-<backbone>-<sampler>-seed<seed>
+    run: str = ""                            # outputs/<run>; "" = lib.naming.train_run_name
     resume: bool = True                      # continue from the latest checkpoint of the run
 
     def resolved(self) -> "TrainConfig":
@@ -135,7 +136,8 @@ class TrainConfig:
 
         config = dataclasses.replace(self)
         if not config.run:
-            config.run = f"train-{Path(config.backbone).name}-{config.sampler}-seed{config.seed}"
+            config.run = train_run_name(Path(config.backbone).name, config.sampler, config.alpha,
+                                        config.train_sources, config.seed)
         if config.device == "auto":
             config.device = default_device()
         on_gpu = str(config.device).startswith("cuda")
@@ -758,7 +760,7 @@ def plot_loss_curves(log: pd.DataFrame, path: str | os.PathLike | None = None, s
     axis.set(xlabel="optimizer step", ylabel="InfoNCE loss", title="Training and validation loss")
     figure.tight_layout()
     if path is not None:
-        from lib.report import save_figure
+        from lib.io import save_figure
 
         save_figure(figure, path)
     return figure

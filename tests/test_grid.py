@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from lib.backbones import available_backbones
-from lib.grid import (GridError, build_report, cell_table, eval_run_name, expand_cells, is_complete, load_grid,
-                      notebook_parameters, plan_jobs, run_grid, train_run_name, write_report, zero_shot_run_name)
+from lib.grid import (GridError, cell_table, execute, expand_cells, is_complete, load_grid, notebook_parameters,
+                      plan_jobs, run_grid)
+from lib.naming import eval_run_name, train_run_name, zero_shot_run_name
+from lib.report import build_report, write_report
 from lib.io import PROJECT_ROOT, outputs_dir, read_json, run_dir, write_json
 
 PARAMS = PROJECT_ROOT / "params"
@@ -51,9 +53,8 @@ def test_default_grid_expands_to_the_documented_cells():
         "zeroshot-me5-small-q4-xquad-r-sentence", *(f"eval-train-me5-small-q4-{s}-mlqa-r-s0-xquad-r"
                                                     for s in ("en", "mono", "cross", "hybrid-a0.5"))]
     assert set(jobs[-2].needs) == set(jobs[-2].parameters["runs"].split(","))
-    # the zero-shot evaluation is the one `make run` already makes (params/main.yaml): reused
-    main_runs = {entry["run"] for entry in yaml.safe_load((PARAMS / "main.yaml").read_text())["runs"]}
-    assert zero_shot_run_name("me5-small-q4", "xquad-r", "sentence") in main_runs
+    # the zero-shot evaluation of the first single-seed runs (params/grid-main.yaml): reused
+    assert cells[0].eval_runs[0][1] in {r for c in expand_cells(load_grid("grid-main")) for _, r in c.eval_runs}
     assert cells[0].eval_runs == (("xquad-r", "zeroshot-me5-small-q4-xquad-r-sentence"),)
 
 
@@ -123,13 +124,13 @@ def test_mixtures_with_their_own_evaluation(tmp_path):
 
 
 class FakeExecutor:
-    """Behaves like lib.runner.execute (skips complete runs) and records papermill's parameters."""
+    """Behaves like lib.grid.execute (skips complete runs) and records papermill's parameters."""
 
     def __init__(self, fail: set[str] = frozenset()):
         self.executed: list[str] = []
         self.fail = fail
 
-    def __call__(self, notebook, run, parameters, force=False):
+    def __call__(self, notebook, run, parameters, force=False, env=None):
         path = run_dir(run)
         if not force and (path / "metrics.json").is_file():
             return path
@@ -175,8 +176,9 @@ def test_complete_run_with_other_parameters_stops_the_grid(tmp_path):
 def test_a_failed_training_blocks_its_evaluations_only(tmp_path):
     grid = load_grid(write_grid(tmp_path))
     broken = "train-tiny-mono-mlqa-r-s1"
-    with pytest.raises(RuntimeError, match="broke"):
+    with pytest.raises(GridError, match="failed, were blocked or not run"):
         run_grid(grid, execute=FakeExecutor(fail={broken}))
+    assert "not run" in set(read_json_csv(outputs_dir() / "g" / "status.csv").values())   # nothing after it
     fake = FakeExecutor(fail={broken})
     with pytest.raises(GridError, match="failed, were blocked"):
         run_grid(grid, execute=fake, keep_going=True)
@@ -197,7 +199,7 @@ def read_json_csv(path):
 # -------------------------------------------------------------------------------- end to end
 
 
-def in_process(notebook, run, parameters, force=False):
+def in_process(notebook, run, parameters, force=False, env=None):
     """What each notebook does, called directly (the notebooks are thin wrappers of these calls)."""
     if not force and is_complete(run):
         return run_dir(run)
@@ -279,7 +281,7 @@ def _results():
 
 
 def test_seed_summary_and_mean_std_cells():
-    from lib.grid import format_mean_std, seed_summary
+    from lib.report import format_mean_std, seed_summary
 
     summary = seed_summary(_results(), ["mono map", "multi map"])
     mono = summary.loc[("xlmr-base", "mlqa-r", "xquad-r", "mono")]
@@ -293,7 +295,7 @@ def test_seed_summary_and_mean_std_cells():
 
 
 def test_paper_numbers_side_by_side_for_matching_backbones():
-    from lib.grid import load_reference, paper_side_by_side, seed_summary
+    from lib.report import load_reference, paper_side_by_side, seed_summary
 
     reference = load_reference("paper")
     assert {"model", "dataset", "setting", "metric", "lang", "sampler", "value"} <= set(reference.columns)
@@ -309,7 +311,7 @@ def _verdict_inputs(hybrid_mono=0.70, p_multi=0.30):
     """A seed summary of mono / cross / hybrid and the paired tests hybrid_verdict reads."""
     import pandas as pd
 
-    from lib.grid import seed_summary
+    from lib.report import seed_summary
 
     rows = []
     values = {"mono": (0.80, 0.60, 0.40, 500.0), "cross": (0.70, 0.62, 0.50, 300.0),
@@ -332,7 +334,7 @@ def _verdict_inputs(hybrid_mono=0.70, p_multi=0.30):
 
 
 def test_hybrid_verdict_against_the_better_of_mono_and_cross():
-    from lib.grid import hybrid_verdict, verdict_sentences
+    from lib.report import hybrid_verdict, verdict_sentences
 
     summary, tests = _verdict_inputs()
     verdict = hybrid_verdict(summary, tests).set_index("metric")
@@ -352,7 +354,7 @@ def test_hybrid_verdict_against_the_better_of_mono_and_cross():
 
 
 def test_hybrid_verdict_says_when_hybrid_matches_or_beats():
-    from lib.grid import hybrid_verdict, verdict_sentences
+    from lib.report import hybrid_verdict, verdict_sentences
 
     summary, tests = _verdict_inputs(hybrid_mono=0.79)
     tests.loc[0, "p_holm"] = 0.2
@@ -368,7 +370,7 @@ def test_hybrid_verdict_says_when_hybrid_matches_or_beats():
 def test_report_writes_the_verdict_as_csv_and_markdown(tmp_path):
     import pandas as pd
 
-    from lib.grid import VERDICT_TITLE, Report, hybrid_verdict
+    from lib.report import VERDICT_TITLE, Report, hybrid_verdict
 
     summary, tests = _verdict_inputs()
     verdict = hybrid_verdict(summary, tests)
@@ -390,7 +392,7 @@ def test_language_split_seen_and_unseen_training_languages():
     import numpy as np
     import pandas as pd
 
-    from lib.grid import add_language_split, language_split, training_languages
+    from lib.gather import add_language_split, language_split, training_languages
 
     assert training_languages("mlqa-r") == ["ar", "de", "en", "es", "hi", "vi", "zh"]
     assert training_languages("mlqa-r,xquad-r") == sorted(set(training_languages("mlqa-r"))
@@ -421,7 +423,7 @@ def test_language_split_seen_and_unseen_training_languages():
 def test_runs_are_described_after_the_outputs_folder_moved(tmp_path):
     """Evaluation configs record the model folder's absolute path; a moved outputs/ still resolves."""
     from lib.bias import run_label
-    from lib.grid import describe_eval_run
+    from lib.gather import describe_eval_run
 
     write_json(outputs_dir() / "train-x" / "config.json", {"backbone": "me5-small-q4", "sampler": "hybrid",
                                                           "alpha": 0.5, "seed": 2, "train_sources": "mlqa-r"})
@@ -539,7 +541,7 @@ def test_worker_environments(monkeypatch):
 
 def test_execute_subprocess_passes_the_worker_environment(tmp_path):
     """One notebook in a fresh process and kernel: the env reaches the kernel; a failure quotes the log."""
-    from lib.runner import execute_subprocess
+    from lib.grid import execute_subprocess
 
     book = nbformat.v4.new_notebook()
     book.cells = [nbformat.v4.new_code_cell('run = ""\nfail = False', metadata={"tags": ["parameters"]}),
