@@ -106,7 +106,7 @@ def paper_side_by_side(summary: pd.DataFrame, metrics: Sequence[str] = ("mono ma
     return pd.DataFrame(rows)
 
 
-def significance_table(results: pd.DataFrame, metric: str = "map", settings=("mono", "cross", "multi"),
+def significance_table(results: pd.DataFrame, metric: str = "map", settings: Sequence[str] = SETTINGS,
                        resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """Paired tests of every pair of systems, per (backbone, train_sources, dataset) and setting.
 
