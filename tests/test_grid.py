@@ -12,7 +12,7 @@ import yaml
 from lib.backbones import available_backbones
 from lib.grid import (GridError, cell_table, execute, expand_cells, is_complete, load_grid, notebook_parameters,
                       plan_jobs, run_grid)
-from lib.naming import eval_run_name, train_run_name, zero_shot_run_name
+from lib.naming import eval_run_name, zero_shot_run_name
 from lib.report import build_report, write_report
 from lib.io import PROJECT_ROOT, outputs_dir, read_json, run_dir, write_json
 
@@ -90,13 +90,6 @@ def test_grid_parameters_exist_in_the_notebooks(name):
         assert names <= notebook_parameters(notebook), notebook
 
 
-def test_run_names():
-    assert train_run_name("me5-small-q4", "hybrid", 0.5, "mlqa-r", 0) == "train-me5-small-q4-hybrid-a0.5-mlqa-r-s0"
-    assert train_run_name("tiny", "mono", 0.5, "mlqa-r,xquad-r", 2, tag="long") == "train-tiny-mono-mlqa-r+xquad-r-s2-long"
-    assert eval_run_name("train-x", "xquad-r") == "eval-train-x-xquad-r"
-    assert eval_run_name("train-x", "xquad-r", "paragraph") == "eval-train-x-xquad-r-paragraph"
-
-
 @pytest.mark.parametrize("change, message", [
     ({"backbones": ["no-such-model"]}, "unknown backbone"),
     ({"samplers": ["random"]}, "unknown sampler"),
@@ -109,6 +102,53 @@ def test_run_names():
 def test_bad_grid_files_are_refused(tmp_path, change, message):
     with pytest.raises(GridError, match=message):
         load_grid(write_grid(tmp_path, **change))
+
+
+def test_train_section_takes_every_train_config_field(tmp_path):
+    """The train section is checked against lib.train.TrainConfig: any field may be set, a typo is refused."""
+    from dataclasses import fields
+
+    from lib.train import TrainConfig
+
+    grid = load_grid(write_grid(tmp_path, train={"steps": 2, "patience": 0, "weight_decay": 0.0}))
+    job = next(j for j in plan_jobs(grid) if j.kind == "train")
+    assert job.parameters["patience"] == 0 and job.parameters["weight_decay"] == 0.0
+    assert {"patience", "weight_decay"} <= {f.name for f in fields(TrainConfig)}
+    with pytest.raises(GridError, match=r"\['stesp'\], which are not fields of lib.train.TrainConfig"):
+        load_grid(write_grid(tmp_path, train={"stesp": 2}))
+
+
+def test_zero_shot_block_names_datasets_and_candidate_contexts(tmp_path):
+    """What params/main.yaml did beside the grid: zero-shot on MLQA-R too, and on paragraph candidates."""
+    grid = load_grid(write_grid(tmp_path, zero_shot={"eval_datasets": ["xquad-r", "mlqa-r"],
+                                                     "candidate_contexts": ["sentence", "paragraph"]}))
+    zero_shot = [c for c in expand_cells(grid) if not c.train_run]
+    assert [(c.candidate_context, c.system) for c in zero_shot] == [("sentence", "zero-shot"),
+                                                                    ("paragraph", "zero-shot paragraph")]
+    evaluations = {j.run: j.parameters["candidate_context"] for j in plan_jobs(grid) if j.kind == "evaluate"}
+    assert evaluations["zeroshot-tiny-mlqa-r-paragraph"] == "paragraph"
+    assert evaluations["zeroshot-tiny-xquad-r-sentence"] == "sentence"
+    assert evaluations[eval_run_name("train-tiny-mono-mlqa-r-s0", "xquad-r")] == "sentence"
+    # the samplers side by side: the zero-shot run on the trained cells' candidates only
+    comparison = next(j for j in plan_jobs(grid) if j.run == "bias-g-tiny-mlqa-r-xquad-r")
+    assert comparison.parameters["runs"].split(",")[0] == "zeroshot-tiny-xquad-r-sentence"
+    # zero_shot: true is unchanged: every evaluated dataset, the grid's candidate context
+    plain = load_grid(write_grid(tmp_path))
+    assert [c.eval_runs for c in expand_cells(plain) if not c.train_run] == [
+        (("xquad-r", "zeroshot-tiny-xquad-r-sentence"),)]
+    with pytest.raises(GridError, match="candidate context 'page'"):
+        load_grid(write_grid(tmp_path, zero_shot={"candidate_contexts": ["page"]}))
+    with pytest.raises(GridError, match="zero_shot has unknown keys"):
+        load_grid(write_grid(tmp_path, zero_shot={"datasets": ["mlqa-r"]}))
+
+
+def test_main_grid_reproduces_the_first_single_seed_runs():
+    grid = load_grid("grid-main")
+    runs = [j.run for j in plan_jobs(grid)]
+    assert {f"zeroshot-me5-small-q4-{d}-{c}" for d in ("xquad-r", "mlqa-r") for c in ("sentence", "paragraph")} <= set(runs)
+    trained = [c for c in expand_cells(grid) if c.train_run]
+    assert [c.system for c in trained] == ["mono", "cross", "hybrid a=0.5"] and {c.seed for c in trained} == {0}
+    assert grid.train["steps"] == 60 and grid.model_folder == "model-best"
 
 
 def test_mixtures_with_their_own_evaluation(tmp_path):
@@ -365,6 +405,46 @@ def test_hybrid_verdict_says_when_hybrid_matches_or_beats():
     assert set(hybrid_verdict(summary, tests.iloc[:0]).verdict) == {"not tested"}
     assert hybrid_verdict(summary.drop(index="hybrid a=0.5", level=3), tests).empty
     assert hybrid_verdict(summary.drop(index="mono", level=3), tests).empty
+
+
+def test_report_answers_the_notebook_in_calls():
+    """What 06_report shows: status line, the verdict or what it lacks, the tables, the tests."""
+    import pandas as pd
+
+    from lib.report import VERDICT_TITLE, Report, hybrid_verdict
+
+    summary, tests = _verdict_inputs()
+    verdict = hybrid_verdict(summary, tests)
+    results = pd.DataFrame({"status": ["complete", "missing"], "system": ["mono", "cross"], "mono map": [0.61234, None],
+                            "eval_run": ["a", "b"]})
+    report = Report("g", results, summary, {VERDICT_TITLE: verdict, "mAP": summary}, tests.assign(
+        delta=0.1, ci_low=0.0, ci_high=0.2, p_value=0.01), missing=["b"])
+    assert report.status() == "grid g: 1 evaluation run(s) complete, 1 missing\nmissing: b"
+    table, sentences = report.research_question()
+    assert table is verdict and len(sentences) == 1 and sentences[0].startswith("me5-small-q4 trained on mlqa-r")
+    assert list(report.paper_tables()) == ["mAP"]
+    assert list(report.results_overview().columns) == ["system", "status", "mono map"]
+    assert report.results_overview()["mono map"].iloc[0] == 0.612
+    assert list(report.significance_overview().columns)[:3] == ["dataset", "setting", "metric"]
+    empty = Report("g", results, summary, {}, pd.DataFrame())
+    table, sentences = empty.research_question()
+    assert table.empty and sentences[0].startswith("no answer yet")
+    assert empty.significance_overview().empty
+
+
+def test_report_figures_follow_what_exists():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from lib.report import Report, report_figures
+
+    results = pd.DataFrame({"status": ["complete"] * 2, "dataset": ["xquad-r"] * 2, "system": ["mono", "cross"],
+                            "mono map": [0.5, 0.6], "cross map": [0.4, 0.3], "multi map": [0.2, 0.25],
+                            "multi rank_distance": [10.0, 12.0]})
+    figures = report_figures(Report("g", results, pd.DataFrame(), {}, pd.DataFrame()))
+    assert list(figures) == ["map_per_sampler", "rank_distance_per_sampler"]
+    assert report_figures(Report("g", results.assign(status="missing"), pd.DataFrame(), {}, pd.DataFrame())) == {}
+    plt.close("all")
 
 
 def test_report_writes_the_verdict_as_csv_and_markdown(tmp_path):
