@@ -3,10 +3,10 @@
 ``python -m lib.grid params/grid.yaml`` expands a grid file into cells and runs, for each cell,
 ``03_train`` -> ``04_evaluate`` on every evaluation dataset (backbone = the trained model
 folder) -> ``05_bias`` on each evaluation, and ends with ``06_report`` over the whole grid.
-Every notebook runs through :func:`execute` (papermill), so complete runs are skipped and an
+Every notebook runs through :mod:`lib.notebooks` (papermill), so complete runs are skipped and an
 interrupted training run resumes from its checkpoint when the grid is started again. One
-scheduler (:func:`run_jobs`) runs the jobs: ``--workers 1`` (the default) one after the other in
-plan order, more workers as many at once, each job once the runs it needs are complete.
+scheduler (:func:`lib.scheduler.run_jobs`) runs the jobs: ``--workers 1`` (the default) one after
+the other in plan order, more workers as many at once, each once the runs it needs are complete.
 
 A grid file (``params/grid*.yaml``) lists::
 
@@ -41,32 +41,20 @@ What 06_report shows is built by :mod:`lib.gather` (results) and :mod:`lib.repor
     jobs = plan_jobs(grid)                    # in execution order
     run_grid(grid)                            # or: python -m lib.grid params/grid-smoke.yaml
     python -m lib.grid params/grid.yaml --dry-run   # the jobs and the time estimate
-
-This module is over 500 lines because the grid file, its plan and its execution share the ``Grid``,
-``Cell`` and ``Job`` types and change together; the report side lives in lib.gather / lib.report.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import nbformat
 import numpy as np
 import pandas as pd
-import papermill
-import torch
 import yaml
 
 from lib.backbones import available_backbones
@@ -74,10 +62,11 @@ from lib.data import CANDIDATE_CONTEXTS
 from lib.evaluate import LAREQA_DATASETS
 from lib.io import PROJECT_ROOT, outputs_dir, run_dir, write_json, write_text
 from lib.naming import bias_run_name, comparison_run_name, eval_run_name, system_name, train_run_name, zero_shot_run_name
+from lib.notebooks import NOTEBOOKS_DIR, execute_subprocess, executed_parameters, is_complete, notebook_parameters
 from lib.sampling import SAMPLERS
+from lib.scheduler import Job, run_jobs
 from lib.train import TrainConfig
 
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOKS = {"train": "03_train.ipynb", "evaluate": "04_evaluate.ipynb", "bias": "05_bias.ipynb",
              "report": "06_report.ipynb"}
 ZERO_SHOT = "zero-shot"
@@ -300,19 +289,6 @@ class Cell:
         return system_name(self.sampler, self.alpha)
 
 
-@dataclass(frozen=True)
-class Job:
-    """One notebook execution: ``kind`` in train | evaluate | bias | report."""
-
-    kind: str
-    notebook: str
-    run: str
-    parameters: dict[str, Any]
-    cell: Cell | None = None
-    dataset: str | None = None
-    needs: tuple[str, ...] = ()                 # runs that must be complete first
-
-
 def expand_cells(grid: Grid) -> list[Cell]:
     """Zero-shot cells first (one per backbone and candidate context), then backbone x mixture x
     seed x sampler x alpha."""
@@ -412,63 +388,6 @@ def cell_table(grid: Grid) -> pd.DataFrame:
 # running
 
 
-def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = False,
-            log_output: bool = False) -> Path:
-    """Execute ``notebooks/<notebook>`` with papermill, ``parameters`` plus ``run``, into ``outputs/<run>/``.
-
-    A complete run (its ``metrics.json`` exists) is skipped unless ``force``.
-    """
-    path = run_dir(run)
-    if not force and (path / "metrics.json").is_file():
-        print(f"[skip] {run}: complete")
-        return path
-    source = Path(notebook) if Path(notebook).is_absolute() else NOTEBOOKS_DIR / notebook
-    if not source.is_file():
-        raise FileNotFoundError(f"notebook {notebook} not found (a name in notebooks/ or an absolute path)")
-    started = time.perf_counter()
-    print(f"[run ] {run}: {notebook} {parameters}", flush=True)
-    papermill.execute_notebook(str(source), str(path / source.name), parameters={**parameters, "run": run},
-                               cwd=str(source.parent), log_output=log_output, progress_bar=False)
-    print(f"[done] {run}: {time.perf_counter() - started:.0f} s", flush=True)
-    return path
-
-
-def execute_subprocess(notebook: str, run: str, parameters: dict[str, Any], force: bool = False,
-                       env: dict[str, str] | None = None) -> Path:
-    """:func:`execute` in a fresh Python process whose environment adds ``env`` (a worker's GPU or
-    thread count); its output goes to ``outputs/<run>/runner.log``, whose end a failure quotes."""
-    path = run_dir(run)
-    if not force and (path / "metrics.json").is_file():
-        print(f"[skip] {run}: complete")
-        return path
-    command = [sys.executable, "-m", "lib.grid", "--execute", notebook, "--run", run,
-               "--parameters", json.dumps(parameters)] + (["--force"] if force else [])
-    log = path / "runner.log"
-    with open(log, "w", encoding="utf-8") as handle:
-        result = subprocess.run(command, env={**os.environ, **(env or {})}, cwd=str(PROJECT_ROOT),
-                                stdout=handle, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
-        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"{notebook} for run {run} failed (exit {result.returncode}); the end of "
-                           f"outputs/{run}/runner.log:\n{tail}")
-    return path
-
-
-def notebook_parameters(notebook: str | Path) -> set[str]:
-    """Names assigned in a notebook's ``parameters`` cell (read with ``ast``, as papermill can't
-    parse conditional defaults)."""
-    path = Path(notebook)
-    if not path.is_absolute():
-        path = NOTEBOOKS_DIR / path
-    names: set[str] = set()
-    for cell in nbformat.read(path, as_version=4).cells:
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            for node in ast.parse(cell.source).body:
-                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-                names |= {t.id for t in targets if isinstance(t, ast.Name)}
-    return names
-
-
 def check_notebook_parameters(grid: Grid, notebooks_dir: Path | None = None) -> None:
     """Every parameter the grid passes is a parameter of its notebook (typos fail before hours of work)."""
     notebooks_dir = notebooks_dir or NOTEBOOKS_DIR
@@ -484,15 +403,6 @@ def check_notebook_parameters(grid: Grid, notebooks_dir: Path | None = None) -> 
         if unknown:
             raise GridError(f"{grid.source or grid.name}: {notebook} has no parameter(s) {unknown}; "
                             "fix the grid file's train/evaluate/bias/report section")
-
-
-def executed_parameters(run: str, notebook: str) -> dict[str, Any] | None:
-    """The parameters papermill recorded in ``outputs/<run>/<notebook>`` (None if absent)."""
-    path = outputs_dir() / run / notebook
-    if not path.is_file():
-        return None
-    metadata = nbformat.read(path, as_version=4).metadata
-    return dict(metadata.get("papermill", {}).get("parameters", {}) or {})
 
 
 def _same(key: str, ours: Any, theirs: Any) -> bool:
@@ -512,10 +422,6 @@ def parameter_conflicts(job: Job) -> dict[str, tuple[Any, Any]]:
             if k in recorded and not _same(k, v, recorded[k])}
 
 
-def is_complete(run: str) -> bool:
-    return (outputs_dir() / run / "metrics.json").is_file()
-
-
 def check_complete_runs(grid: Grid, jobs: Sequence[Job]) -> None:
     """Stop before anything runs if a complete run was made with other parameters than the grid's."""
     for job in jobs:
@@ -533,10 +439,10 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
              check_parameters: bool = True, workers: int = 1, devices: Sequence[str] | None = None) -> pd.DataFrame:
     """Execute the grid's jobs (complete ones are skipped) and return the job table.
 
-    ``workers`` jobs run at once (:func:`run_jobs`; one worker = one job after the other, in plan
-    order), each as soon as the runs it needs are complete. ``execute(notebook, run, parameters,
-    force=..., env=...)`` defaults to :func:`execute_subprocess`; ``env`` is the worker's environment
-    (:func:`worker_environments`). ``keep_going`` continues after a failed job (its dependants are
+    ``workers`` jobs run at once (:func:`lib.scheduler.run_jobs`; one worker = one job after the
+    other, in plan order), each as soon as the runs it needs are complete. ``execute(notebook, run,
+    parameters, force=..., env=...)`` defaults to :func:`lib.notebooks.execute_subprocess`; ``env``
+    is the worker's environment (:func:`lib.scheduler.worker_environments`). ``keep_going`` continues after a failed job (its dependants are
     blocked) and raises at the end; the report always runs again (it summarises whatever exists).
     """
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
@@ -552,147 +458,7 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
     write_json(manifest / "grid.json", {"grid": asdict(grid), "jobs": [
         {"kind": j.kind, "notebook": j.notebook, "run": j.run, "parameters": j.parameters} for j in jobs]})
     write_text(manifest / "cells.csv", cell_table(grid).to_csv(index=False))
-    return run_jobs(grid, jobs, execute, manifest, workers=workers, devices=devices, force=force,
-                    keep_going=keep_going)
-
-
-def worker_environments(workers: int, devices: Sequence[str] | None = None,
-                        cpu_count: int | None = None) -> list[dict[str, str]]:
-    """The environment each worker adds to its jobs: one GPU each (round-robin over ``devices``: ids
-    as in ``CUDA_VISIBLE_DEVICES``; ``None`` = every visible GPU), or, without GPUs, an equal share of
-    the CPU cores as torch / OpenMP threads (unless ``OMP_NUM_THREADS`` is set already). A single
-    worker with ``devices=None`` adds nothing: its jobs see every GPU and thread, as the process does."""
-    if workers == 1 and devices is None:
-        return [{}]
-    if devices is None:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is not None:
-            devices = [d.strip() for d in visible.split(",") if d.strip()]
-        else:
-            devices = [str(i) for i in range(torch.cuda.device_count())]
-    devices = [str(d) for d in devices]
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (cpu_count or os.cpu_count() or 1) // workers))
-    environments = []
-    for worker in range(workers):
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        if devices:
-            env["CUDA_VISIBLE_DEVICES"] = devices[worker % len(devices)]
-        environments.append(env)
-    return environments
-
-
-ENDED = ("done", "skipped", "failed", "blocked", "not run")
-SUCCEEDED = ("done", "skipped")
-
-
-@dataclass
-class Schedule:
-    """The state of a grid run: jobs waiting, jobs running on worker slots, and how each run ended."""
-
-    jobs: list[Job]
-    manifest: Path                                 # outputs/<grid>/: status.csv is rewritten on every change
-    environments: list[dict[str, str]]             # one per worker slot
-    force: bool = False
-    keep_going: bool = False
-    pending: list[Job] = field(default_factory=list)
-    running: dict = field(default_factory=dict)    # future -> (job, slot, started)
-    free: list[int] = field(default_factory=list)
-    status: dict[str, str] = field(default_factory=dict)
-    records: list[dict] = field(default_factory=list)
-    stopping: bool = False                         # a job failed without keep_going: start nothing new
-
-    def record(self, job: Job, state: str, started: float) -> None:
-        self.status[job.run] = state
-        self.records.append({"kind": job.kind, "run": job.run, "status": state,
-                             "seconds": time.perf_counter() - started})
-        write_text(self.manifest / "status.csv", pd.DataFrame(self.records).to_csv(index=False))
-
-    def needs_of(self, job: Job) -> list[str]:
-        """The runs a job waits for: those it needs that are part of this run; the report: all others."""
-        if job.kind == "report":
-            return [j.run for j in self.jobs if j.kind != "report"]
-        planned = {j.run for j in self.jobs}
-        return [n for n in job.needs if n in planned]
-
-    def decide(self, job: Job) -> str | None:
-        """``not run``, ``blocked``, ``skipped`` or ``start`` for a waiting job; None: keep waiting."""
-        needs = self.needs_of(job)
-        if self.stopping:
-            return "not run"
-        if job.kind == "report":                   # summarises whatever exists, once the rest has ended
-            return "start" if all(self.status.get(n) in ENDED for n in needs) and self.free else None
-        if any(self.status.get(n) in ("failed", "blocked", "not run") for n in needs):
-            print(f"[blocked] {job.run}: needs {[n for n in needs if self.status.get(n) not in SUCCEEDED]}",
-                  flush=True)
-            return "blocked"
-        if not all(self.status.get(n) in SUCCEEDED for n in needs):
-            return None
-        if not self.force and is_complete(job.run):
-            print(f"[skip] {job.run}: complete", flush=True)
-            return "skipped"
-        return "start" if self.free else None
-
-
-def _advance(schedule: Schedule, pool, execute: Callable) -> bool:
-    """Start, skip or block the first waiting job that can be; False when none can."""
-    for job in schedule.pending:
-        state = schedule.decide(job)
-        if state is None:
-            continue
-        schedule.pending.remove(job)
-        if state != "start":
-            schedule.record(job, state, time.perf_counter())
-            return True
-        slot = schedule.free.pop(0)
-        env = schedule.environments[slot]
-        print(f"[start] {job.kind} {job.run} (worker {slot}" + "".join(f" {k}={v}" for k, v in env.items()) + ")",
-              flush=True)
-        future = pool.submit(execute, job.notebook, job.run, job.parameters,
-                             force=schedule.force or job.kind == "report", env=env)
-        schedule.running[future] = (job, slot, time.perf_counter())
-        return True
-    return False
-
-
-def _collect_finished(schedule: Schedule) -> None:
-    """Wait for at least one running job; record each finished one as done or failed, free its slot."""
-    finished, _ = wait(list(schedule.running), return_when=FIRST_COMPLETED)
-    for future in finished:
-        job, slot, started = schedule.running.pop(future)
-        schedule.free = sorted([*schedule.free, slot])
-        error = future.exception()
-        if error is None:
-            print(f"[done] {job.run}: {time.perf_counter() - started:.0f} s", flush=True)
-            schedule.record(job, "done", started)
-        else:
-            print(f"[failed] {job.run}: {type(error).__name__}: {str(error)[:500]}", file=sys.stderr, flush=True)
-            schedule.record(job, "failed", started)
-            schedule.stopping = schedule.stopping or not schedule.keep_going
-
-
-def run_jobs(grid: Grid, jobs: list[Job], execute: Callable, manifest: Path, workers: int = 1,
-             devices: Sequence[str] | None = None, force: bool = False, keep_going: bool = False) -> pd.DataFrame:
-    """Run ``jobs`` on ``workers`` slots: a job starts once every run it needs (that is part of
-    ``jobs``) is complete, the report once everything else has ended; complete runs are skipped
-    without a worker. Each slot keeps its environment (:func:`worker_environments`). A failure
-    blocks the jobs that need it; without ``keep_going`` nothing new starts after it, the running
-    jobs finish, the rest is recorded as ``not run``, and a :class:`GridError` names them."""
-    schedule = Schedule(jobs, manifest, worker_environments(workers, devices), force=force, keep_going=keep_going,
-                        pending=list(jobs), free=list(range(workers)))
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        while schedule.pending or schedule.running:
-            while _advance(schedule, pool, execute):
-                pass
-            if schedule.running:
-                _collect_finished(schedule)
-                continue
-            for job in list(schedule.pending):          # nothing runs and nothing can start: never will
-                schedule.pending.remove(job)
-                schedule.record(job, "blocked", time.perf_counter())
-    table = pd.DataFrame(schedule.records)
-    print(f"grid {grid.name}: {len(table)} jobs in {time.perf_counter() - started:.0f} s; "
-          + ", ".join(f"{k} {v}" for k, v in table.status.value_counts().items()), flush=True)
+    table = run_jobs(jobs, execute, manifest, workers=workers, devices=devices, force=force, keep_going=keep_going)
     failed = table[table.status.isin(["failed", "blocked", "not run"])]
     if len(failed):
         raise GridError(f"{len(failed)} job(s) failed, were blocked or not run: {failed.run.tolist()} "
@@ -726,7 +492,7 @@ def estimate_seconds(grid: Grid) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("grid", nargs="?", help="grid file, e.g. params/grid.yaml")
+    parser.add_argument("grid", help="grid file, e.g. params/grid.yaml")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and the time estimate, run nothing")
     parser.add_argument("--force", action="store_true", help="re-run complete runs too")
     parser.add_argument("--keep-going", action="store_true", help="continue after a failed job")
@@ -736,17 +502,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="jobs at once, each in its own process: one per GPU, or a share of the CPU cores")
     parser.add_argument("--devices", default=None,
                         help="comma-separated GPU ids for the workers (default: every visible GPU)")
-    parser.add_argument("--execute", metavar="NOTEBOOK", help="execute one notebook instead of a grid (with --run)")
-    parser.add_argument("--run", help="with --execute: the output folder")
-    parser.add_argument("--parameters", default="{}", help="with --execute: the notebook's parameters as JSON")
     args = parser.parse_args(argv)
-    if args.execute:                       # one job of a worker (execute_subprocess)
-        if not args.run:
-            parser.error("--execute needs --run")
-        execute(args.execute, args.run, json.loads(args.parameters), force=args.force)
-        return
-    if not args.grid:
-        parser.error("give a grid file (params/grid.yaml), or --execute NOTEBOOK --run RUN")
     grid = load_grid(args.grid)
     if args.dry_run:
         table = estimate_seconds(grid)

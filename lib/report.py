@@ -29,7 +29,7 @@ import seaborn as sns
 from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TITLE, SUMMARY_METRICS,
                         add_language_split, grid_results)
 from lib.grid import Grid, load_grid
-from lib.io import save_figure, write_json, write_provenance, write_text
+from lib.io import outputs_dir, save_figure, write_json, write_provenance, write_text
 from lib.retrieval import SETTINGS
 from lib.significance import holm, mean_over_seeds, pairwise_comparisons
 

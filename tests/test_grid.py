@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from lib.backbones import available_backbones
-from lib.grid import (GridError, cell_table, execute, expand_cells, is_complete, load_grid, notebook_parameters,
+from lib.grid import (GridError, cell_table, expand_cells, is_complete, load_grid, notebook_parameters,
                       plan_jobs, run_grid)
 from lib.naming import eval_run_name, zero_shot_run_name
 from lib.report import build_report, write_report
@@ -603,7 +603,7 @@ def test_parallel_failure_blocks_dependants_and_the_report_still_runs(tmp_path):
 
 
 def test_worker_environments(monkeypatch):
-    from lib.grid import worker_environments
+    from lib.scheduler import worker_environments
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -621,7 +621,7 @@ def test_worker_environments(monkeypatch):
 
 def test_execute_subprocess_passes_the_worker_environment(tmp_path):
     """One notebook in a fresh process and kernel: the env reaches the kernel; a failure quotes the log."""
-    from lib.grid import execute_subprocess
+    from lib.notebooks import execute_subprocess
 
     book = nbformat.v4.new_notebook()
     book.cells = [nbformat.v4.new_code_cell('run = ""\nfail = False', metadata={"tags": ["parameters"]}),
