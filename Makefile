@@ -7,11 +7,10 @@ PY     := $(VENV)/bin/python
 GRID   ?= params/grid.yaml
 # jobs of the grid at once (make run WORKERS=4: one per GPU, or a share of the CPU cores each)
 WORKERS ?= 1
-PLAN   ?= params/main.yaml
 # where the smoke-profile notebooks of `make test` write (kept apart from real runs)
 SMOKE_OUTPUTS ?= $(CURDIR)/outputs/ci-smoke
 
-.PHONY: venv run main grid grid-smoke test test-lib test-notebooks lab clean-smoke
+.PHONY: venv run grid grid-smoke test test-lib test-notebooks lab clean-smoke
 
 venv: $(VENV)/.installed
 
@@ -24,10 +23,6 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 run: venv
 	$(PY) -m lib.grid $(GRID) --workers $(WORKERS)
-
-# the earlier single-seed plan: zero-shot on XQuAD-R, MLQA-R and paragraph candidates, one seed per sampler
-main: venv
-	$(PY) -m lib.runner $(PLAN)
 
 grid: run
 

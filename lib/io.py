@@ -162,7 +162,8 @@ def write_provenance(run_path: str | os.PathLike, config: dict[str, Any]) -> Non
     write_json(run_path / "versions.json", versions())
 
 
-def save_figure(figure, path: str | Path, dpi: int = 150) -> Path:
+def save_figure(figure, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Save a matplotlib figure atomically; the format follows the suffix (``.png`` by default)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")

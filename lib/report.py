@@ -1,14 +1,473 @@
-"""Tables and figures shared by the notebooks (seaborn), saved under a run folder."""
+"""06_report's tables, research-question verdict, figures and files, built from :mod:`lib.gather`.
+
+:func:`build_report` turns the gathered rows into :func:`seed_summary` (mean, std, n over seeds)
+-> the paper-style tables (:func:`format_mean_std`), :func:`paper_side_by_side`
+(``lib/reference``), :func:`significance_table` (``lib.significance``) and :func:`hybrid_verdict`
+(the research question); :func:`write_report` writes them, :func:`report_figures` draws them.
+The language-pair heatmap of one evaluation (04_evaluate, 05_bias) is here too.
+
+    report = build_report("grid-smoke", resamples=1000)
+    report.tables["mAP (mean ± std over seeds, number of seeds)"], report.significance
+    write_report(run_dir("report-smoke"), report, report_figures(report))
+
+About 500 lines: tables, verdict and figures all read the one ``Report`` of a grid.
+"""
 
 from __future__ import annotations
 
+import importlib.resources
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lib.io import atomic_path
+from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TITLE, SUMMARY_METRICS,
+                        add_language_split, grid_results)
+from lib.grid import Grid, load_grid
+from lib.io import outputs_dir, save_figure, write_json, write_provenance, write_text
+from lib.retrieval import SETTINGS
+from lib.significance import holm, mean_over_seeds, pairwise_comparisons
+
+# the paper's model names for our registry backbones (lib/reference/paper_2408.10536.csv)
+PAPER_MODELS = {"xlmr-base": "xlmr", "labse": "labse"}
+PAPER_SAMPLERS = {"mono": "mono", "cross": "cross", "hybrid a=0.5": "hybrid"}
+
+
+def seed_summary(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, standard deviation and number of seeds per (backbone, train_sources, dataset, system).
+
+    Columns are a two-level index ``(metric, mean|std|n)``; std is NaN with a single seed.
+    """
+    complete = results[results.status == "complete"].copy()
+    metrics = [m for m in (metrics or SUMMARY_METRICS) if m in complete.columns]
+    complete["train_sources"] = complete["train_sources"].fillna("-")
+    keys = ["backbone", "train_sources", "dataset", "system"]
+    if complete.empty:
+        return pd.DataFrame(columns=pd.MultiIndex.from_product([metrics, ["mean", "std", "n"]]))
+    grouped = complete.groupby(keys, sort=False)[metrics]
+    table = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()}, axis=1)
+    return table.swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False)[metrics]
+
+
+def format_mean_std(summary: pd.DataFrame, metrics: Sequence[str], digits: int = 3) -> pd.DataFrame:
+    """``0.612 ± 0.004 (3)`` cells: mean ± std over seeds (number of seeds), for a paper-style table."""
+    out = pd.DataFrame(index=summary.index)
+    for metric in metrics:
+        if metric not in summary.columns.get_level_values(0):
+            continue
+        mean, std, n = summary[(metric, "mean")], summary[(metric, "std")], summary[(metric, "n")]
+        out[metric] = [("-" if pd.isna(m) else f"{m:.{digits}f}" + ("" if pd.isna(s) else f" ± {s:.{digits}f}")
+                        + (f" ({int(c)})" if c and c > 1 else ""))
+                       for m, s, c in zip(mean, std, n)]
+    return out
+
+
+def load_reference(name: str = "paper") -> pd.DataFrame:
+    """Published numbers shipped with the package (``lib/reference``): ``paper`` (arXiv
+    2408.10536: model, dataset, setting, metric, lang, sampler, value) or ``lareqa`` (mBERT baselines)."""
+    files = {"paper": "paper_2408.10536.csv", "lareqa": "lareqa_baselines.csv"}
+    if name not in files:
+        raise ValueError(f"reference {name!r}: expected one of {sorted(files)}")
+    resource = importlib.resources.files("lib") / "reference" / files[name]
+    with importlib.resources.as_file(resource) as path:
+        return pd.read_csv(path)
+
+
+def paper_side_by_side(summary: pd.DataFrame, metrics: Sequence[str] = ("mono map", "cross map", "multi map"),
+                       digits: int = 3) -> pd.DataFrame:
+    """Our mean over seeds next to the paper's number for the same backbone, dataset and sampler.
+
+    Rows exist only where the backbone is one of the paper's (``PAPER_MODELS``); columns
+    ``<metric> ours``, ``<metric> paper``, ``<metric> diff``.
+    """
+    reference = load_reference("paper")
+    reference = reference[reference.lang == "mean"]
+    rows = []
+    for key in summary.index:
+        backbone, _, dataset, system = key
+        model, sampler = PAPER_MODELS.get(backbone), PAPER_SAMPLERS.get(system)
+        if model is None or sampler is None:
+            continue
+        row = dict(zip(["backbone", "train_sources", "dataset", "system"], key))
+        for metric in metrics:
+            setting, name = metric.split(" ", 1)
+            found = reference[(reference.model == model) & (reference.dataset == dataset) & (reference.setting == setting)
+                              & (reference.metric == name) & (reference.sampler == sampler)]
+            ours = summary.loc[key, (metric, "mean")] if (metric, "mean") in summary.columns else np.nan
+            paper = float(found.value.iloc[0]) if len(found) else np.nan
+            row.update({f"{metric} ours": round(ours, digits), f"{metric} paper": paper,
+                        f"{metric} diff": round(ours - paper, digits)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def significance_table(results: pd.DataFrame, metric: str = "map", settings: Sequence[str] = SETTINGS,
+                       resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """Paired tests of every pair of systems, per (backbone, train_sources, dataset) and setting.
+
+    Each system's per-query metric is first averaged over its seeds (queries common to all
+    seeds); then :func:`lib.significance.pairwise_comparisons` (sign-flip permutation p-value,
+    bootstrap interval, Cohen's d_z, clusters = question ids, Holm over the whole table).
+    Untrained systems (zero-shot) are compared with the samplers of every training mixture; only
+    runs over the same candidate pool (``n_candidates``) are compared.
+    """
+    complete = results[results.status == "complete"]
+    tables = []
+    # only runs over the same pool are comparable (same dataset, languages and max_questions)
+    for (backbone, dataset, _), group in complete.groupby(["backbone", "dataset", "n_candidates"], sort=False):
+        untrained = group[group.train_sources.isna()]
+        trained = group[group.train_sources.notna()]
+        mixtures = trained.train_sources.unique().tolist() or [None]
+        for mixture in mixtures:
+            members = pd.concat([untrained, trained[trained.train_sources == mixture]]) if mixture else untrained
+            systems = {}
+            for system, runs in members.groupby("system", sort=False):
+                frames = [pd.read_parquet(outputs_dir() / r / "per_query.parquet") for r in runs.eval_run]
+                systems[system] = mean_over_seeds(frames)
+            if len(systems) < 2:
+                continue
+            table = pairwise_comparisons(systems, metric=metric, settings=settings, resamples=resamples, seed=seed)
+            tables.append(table.assign(backbone=backbone, dataset=dataset, train_sources=mixture or "-"))
+    if not tables:
+        return pd.DataFrame()
+    table = pd.concat(tables, ignore_index=True)
+    table["p_holm"] = holm(table.p_value.to_numpy())
+    front = ["backbone", "train_sources", "dataset", "setting", "metric", "a", "b"]
+    return table[front + [c for c in table.columns if c not in front]]
+
+
+@dataclass
+class Report:
+    """What 06_report shows and writes: the results table and the paper-style tables built from it."""
+
+    grid: str
+    results: pd.DataFrame                     # one row per (cell, dataset): see grid_results
+    summary: pd.DataFrame                     # seed_summary(results)
+    tables: dict[str, pd.DataFrame]           # title -> formatted table
+    significance: pd.DataFrame                # significance_table(results)
+    missing: list[str] = field(default_factory=list)
+
+    def status(self) -> str:
+        """``grid g: 4 evaluation run(s) complete, 1 missing`` and the missing runs' names."""
+        complete = int((self.results.status == "complete").sum()) if len(self.results) else 0
+        text = f"grid {self.grid}: {complete} evaluation run(s) complete, {len(self.missing)} missing"
+        return text + (f"\nmissing: {', '.join(self.missing)}" if self.missing else "")
+
+    def research_question(self) -> tuple[pd.DataFrame, list[str]]:
+        """The verdict table of :func:`hybrid_verdict` (empty when there is no answer yet) and its
+        sentences (:func:`verdict_sentences`), or the one sentence that says what is missing."""
+        if VERDICT_TITLE not in self.tables:
+            return pd.DataFrame(), ["no answer yet: needs complete mono, cross and hybrid runs on one dataset, "
+                                    "and their paired tests"]
+        verdict = self.tables[VERDICT_TITLE]
+        return verdict, verdict_sentences(verdict)
+
+    def results_overview(self, digits: int = 3) -> pd.DataFrame:
+        """One row per run with its configuration, status and main metrics (``RESULTS_COLUMNS``)."""
+        return self.results[[c for c in RESULTS_COLUMNS if c in self.results.columns]].round(digits)
+
+    def paper_tables(self) -> dict[str, pd.DataFrame]:
+        """The paper-style tables by title, without the research question's (see research_question)."""
+        return {title: table for title, table in self.tables.items() if title != VERDICT_TITLE}
+
+    def significance_overview(self, digits: int = 4) -> pd.DataFrame:
+        """The paired tests with the columns a reader compares (empty: fewer than two systems to compare)."""
+        if not len(self.significance):
+            return pd.DataFrame(columns=SIGNIFICANCE_OVERVIEW)
+        return self.significance[SIGNIFICANCE_OVERVIEW].round(digits)
+
+
+RESULTS_COLUMNS = ["backbone", "system", "seed", "dataset", "status", "mono map", "cross map", "multi map",
+                   "multi rank_distance"]
+SIGNIFICANCE_OVERVIEW = ["dataset", "setting", "metric", "a", "b", "delta", "ci_low", "ci_high", "p_value", "p_holm",
+                         "effect_size"]
+
+
+SETTINGS_OF = {"rank_distance": ("multi",)}       # rank distance exists in the multilingual setting only
+MAP_METRICS = ["mono map", "cross map", "multi map"]
+RECALL_METRICS = ["mono recall@1", "cross recall@1", "multi recall@10", "mono map@20", "cross map@20", "multi map@20"]
+BIAS_TABLE_METRICS = ["multi rank_distance", "bias same_language_first", "bias chance", "bias strong_alignment",
+                      "bias same_language_distractor", "bias top_k_same_language", "bias pool_same_language"]
+
+
+VERDICT_TITLE = "The research question: hybrid against the better of mono and cross"
+# the metrics of the question, and which direction is better (+1: higher, -1: lower)
+VERDICT_METRICS = {"mono map": 1, "cross map": 1, "multi map": 1, "multi rank_distance": -1}
+
+
+def hybrid_verdict(summary: pd.DataFrame, significance: pd.DataFrame, level: float = 0.05,
+                   digits: int = 3) -> pd.DataFrame:
+    """Does hybrid match or beat the better of mono and cross in every setting, and is it less biased?
+
+    For each (backbone, training mixture, dataset) that has mono, cross and a hybrid system, and
+    each metric of ``VERDICT_METRICS``: the better of mono and cross by its mean over seeds, the
+    hybrid mean, ``delta`` = hybrid - better (positive = hybrid higher), and the Holm-adjusted
+    p-value of their paired test from ``significance`` (:func:`significance_table`). ``verdict``:
+    ``better`` or ``worse`` when p_holm < ``level`` (in the metric's good direction: lower rank
+    distance is better), ``no significant difference`` otherwise, ``not tested`` without a test.
+    """
+    columns = ["backbone", "train_sources", "dataset", "hybrid", "metric", "better of mono/cross",
+               "hybrid mean ± std", "better mean ± std", "delta", "p_holm", "effect_size", "verdict"]
+    if summary is None or summary.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for (backbone, sources, dataset), group in summary.groupby(level=[0, 1, 2], sort=False):
+        systems = group.index.get_level_values(3).tolist()
+        hybrids = [s for s in systems if s.startswith("hybrid")]
+        if not hybrids or not {"mono", "cross"} <= set(systems):
+            continue
+        for hybrid in hybrids:
+            for metric, direction in VERDICT_METRICS.items():
+                if (metric, "mean") not in summary.columns:
+                    continue
+                value = {s: summary.loc[(backbone, sources, dataset, s)] for s in ("mono", "cross", hybrid)}
+                mean = {s: v[(metric, "mean")] for s, v in value.items()}
+                if any(pd.isna(m) for m in mean.values()):
+                    continue
+                best = max(("mono", "cross"), key=lambda s: direction * mean[s])
+                setting, name = metric.split(" ", 1)
+                test = significance
+                if len(test):
+                    test = test[(test.backbone == backbone) & (test.train_sources == sources)
+                                & (test.dataset == dataset) & (test.setting == setting) & (test.metric == name)
+                                & (((test.a == hybrid) & (test.b == best)) | ((test.a == best) & (test.b == hybrid)))]
+                p_holm = float(test.p_holm.iloc[0]) if len(test) else np.nan
+                effect = float(test.effect_size.iloc[0]) * (1 if test.a.iloc[0] == hybrid else -1) if len(test) else np.nan
+                delta = mean[hybrid] - mean[best]
+                if np.isnan(p_holm):
+                    verdict = "not tested"
+                elif p_holm < level:
+                    verdict = "better" if direction * delta > 0 else "worse"
+                else:
+                    verdict = "no significant difference"
+
+                def cell(system):
+                    std, n = value[system][(metric, "std")], value[system][(metric, "n")]
+                    return (f"{mean[system]:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
+                            + (f" ({int(n)})" if n and n > 1 else ""))
+
+                rows.append(dict(zip(columns, [backbone, sources, dataset, hybrid, metric, best, cell(hybrid), cell(best),
+                                               round(float(delta), digits + 1), p_holm, effect, verdict])))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def verdict_sentences(verdict: pd.DataFrame, level: float = 0.05) -> list[str]:
+    """One plain sentence per (backbone, mixture, dataset, hybrid) of :func:`hybrid_verdict`."""
+    sentences = []
+    if verdict is None or verdict.empty:
+        return sentences
+    for (backbone, sources, dataset, hybrid), group in verdict.groupby(
+            ["backbone", "train_sources", "dataset", "hybrid"], sort=False):
+        maps = group[group.metric.str.endswith(" map")]
+        worse = maps[maps.verdict == "worse"]
+        better = maps[maps.verdict == "better"]
+        where = f"{backbone} trained on {sources}, evaluated on {dataset}: {hybrid}"
+        if worse.empty:
+            text = f"{where} matches or beats the better of mono and cross on mAP in every setting"
+        else:
+            text = f"{where} is significantly worse than the better of mono and cross on " + ", ".join(
+                f"{r.metric} ({r['better of mono/cross']}, delta {r.delta:+.3f}, p_holm {r.p_holm:.2g})"
+                for _, r in worse.iterrows())
+        if len(better):
+            text += "; significantly better on " + ", ".join(
+                f"{r.metric} (than {r['better of mono/cross']}, {r.delta:+.3f})" for _, r in better.iterrows())
+        bias = group[group.metric == "multi rank_distance"]
+        if len(bias):
+            row = bias.iloc[0]
+            text += (f". Language bias (rank distance, lower is better): {row['hybrid mean ± std']} against "
+                     f"{row['better of mono/cross']}'s {row['better mean ± std']}, {row.verdict}"
+                     + ("" if np.isnan(row.p_holm) else f" (p_holm {row.p_holm:.2g})"))
+        sentences.append(text + f" (Holm-adjusted paired tests over questions, level {level}).")
+    return sentences
+
+
+def _wide(formatted: pd.DataFrame) -> pd.DataFrame:
+    """Rows (backbone, train_sources, system), columns (dataset, metric): the paper's layout."""
+    if formatted.empty:
+        return formatted
+    wide = formatted.unstack("dataset")
+    wide.columns = wide.columns.swaplevel(0, 1)
+    return wide.sort_index(axis=1, level=0, sort_remaining=False)
+
+
+def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), resamples: int = 10_000,
+                 seed: int = 0, significance_metrics: Sequence[str] = ("map", "rank_distance")) -> Report:
+    """Gather every run of a grid (plus ``extra_runs``) into the paper's tables and the tests.
+
+        report = build_report("grid-smoke", resamples=1000)
+        report.tables["mAP"], report.significance
+    """
+    if isinstance(grid, (str, Path)):
+        grid = load_grid(grid) if str(grid) else None  # "": only the extra runs
+    if isinstance(extra_runs, str):
+        extra_runs = [r.strip() for r in extra_runs.split(",") if r.strip()]
+    results = grid_results(grid, extra_runs)
+    if results.empty:
+        results = pd.DataFrame(columns=["backbone", "system", "dataset", "eval_run", "status", "train_sources"])
+    results = add_language_split(results)
+    summary = seed_summary(results, [*SUMMARY_METRICS, *(f"bias {m}" for m in BIAS_METRICS),
+                                     *LANGUAGE_SPLIT_METRICS])
+    tables = {
+        "mAP (mean ± std over seeds, number of seeds)": _wide(format_mean_std(summary, MAP_METRICS)),
+        "Recall and XTREME-R mAP@20": _wide(format_mean_std(summary, RECALL_METRICS)),
+        "Language bias (multilingual setting)": _wide(format_mean_std(summary, BIAS_TABLE_METRICS)),
+    }
+    if results[[m for m in LANGUAGE_SPLIT_METRICS if m.endswith("unseen")]].notna().to_numpy().any():
+        tables[LANGUAGE_SPLIT_TITLE] = _wide(format_mean_std(summary, LANGUAGE_SPLIT_METRICS))
+    if len(summary):
+        side = paper_side_by_side(summary)
+        if len(side):
+            tables["Ours next to the paper (same backbone and sampler)"] = side
+    lareqa = load_reference("lareqa")
+    tables["LAReQA mBERT baselines (multi mAP, context only)"] = lareqa.pivot_table(
+        index="sampler", columns="dataset", values="value")
+    significance = [significance_table(results, metric=m, resamples=resamples, seed=seed,
+                                       settings=SETTINGS_OF.get(m, SETTINGS)) for m in significance_metrics]
+    significance = pd.concat([t for t in significance if len(t)], ignore_index=True) if any(
+        len(t) for t in significance) else pd.DataFrame()
+    if len(significance):
+        significance["p_holm"] = holm(significance.p_value.to_numpy())
+        verdict = hybrid_verdict(summary, significance)
+        if len(verdict):
+            tables = {VERDICT_TITLE: verdict, **tables}
+    missing = results.loc[results.status == "missing", "eval_run"].tolist()
+    return Report(grid.name if grid else "-", results, summary, tables, significance, missing)
+
+
+def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    if frame is None or frame.empty:
+        return "(nothing yet)\n"
+    frame = frame.copy()
+    if isinstance(frame.columns, pd.MultiIndex):
+        frame.columns = [" ".join(str(c) for c in column if c) for column in frame.columns]
+    if isinstance(frame.index, pd.MultiIndex) or frame.index.name:
+        frame = frame.reset_index()
+        return frame.to_markdown(index=False, floatfmt=f".{digits}f") + "\n"
+    return frame.to_markdown(index=isinstance(frame.index, pd.RangeIndex) is False, floatfmt=f".{digits}f") + "\n"
+
+
+SIGNIFICANCE_COLUMNS = ["backbone", "train_sources", "dataset", "setting", "metric", "a", "b", "mean_a", "mean_b",
+                        "delta", "ci_low", "ci_high", "p_value", "p_holm", "effect_size", "wins", "ties", "losses",
+                        "n_queries", "n_clusters"]
+
+
+def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] | None = None,
+                 config: dict[str, Any] | None = None) -> Path:
+    """``report.md``, ``results.csv``, ``summary.csv``, ``significance.csv``, ``verdict.csv`` (when the
+    grid answers the research question), figures (png) and ``metrics.json`` (written last) in
+    ``run_path``; every file is written atomically."""
+    run_path = Path(run_path)
+    write_provenance(run_path, {"task": "report", "grid": report.grid, **(config or {})})
+    write_text(run_path / "results.csv", report.results.to_csv(index=False))
+    flat = report.summary.copy()
+    flat.columns = [" ".join(c) for c in flat.columns]
+    write_text(run_path / "summary.csv", flat.to_csv())
+    significance = report.significance
+    if len(significance):
+        significance = significance[[c for c in SIGNIFICANCE_COLUMNS if c in significance.columns]]
+    write_text(run_path / "significance.csv", significance.to_csv(index=False))
+    if VERDICT_TITLE in report.tables:
+        write_text(run_path / "verdict.csv", report.tables[VERDICT_TITLE].to_csv(index=False))
+    names = []
+    for name, figure in (figures or {}).items():
+        save_figure(figure, run_path / f"{name}.png")
+        names.append(name)
+    complete = int((report.results.status == "complete").sum()) if len(report.results) else 0
+    lines = [f"# Report: grid `{report.grid}`", "",
+             f"{complete} evaluation run(s) complete, {len(report.missing)} missing"
+             + (f": {', '.join(report.missing)}" if report.missing else "") + ".", "",
+             "Each cell: mean ± std over seeds (number of seeds when more than one). mAP is macro-averaged "
+             "over query languages (lib/metrics.py); rank distance: lower is less language-biased.", ""]
+    for title, table in report.tables.items():
+        lines += [f"## {title}", "", _markdown(table)]
+        if title == VERDICT_TITLE:
+            lines += ["delta = hybrid - the better of mono and cross (by mean over seeds); p_holm and effect size "
+                      "(Cohen's d_z, positive = hybrid higher) from the paired tests below.", ""]
+            lines += [f"- {sentence}" for sentence in verdict_sentences(table)] + [""]
+    lines += ["## Paired significance (per-query AP and rank distance, clustered by question id)", "",
+              "delta = A - B of the macro metric; 95% bootstrap interval; two-sided sign-flip permutation "
+              "p-value; p_holm: Holm-adjusted over every row; effect size: Cohen's d_z over question ids "
+              "(lib/significance.py). Seeds are averaged per query before testing.", "",
+              _markdown(significance.round(4) if len(significance) else significance, digits=4)]
+    lines += [f"![{name}]({name}.png)\n" for name in names]
+    write_text(run_path / "report.md", "\n".join(lines))
+    metrics = {"summary": {"complete_runs": complete, "missing_runs": len(report.missing),
+                           "comparisons": int(len(report.significance)),
+                           "significant_holm_0.05": int((report.significance.get("p_holm", pd.Series(dtype=float))
+                                                         < 0.05).sum())}}
+    write_json(run_path / "metrics.json", metrics)
+    return run_path
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+
+
+def metric_figure(results: pd.DataFrame, metrics: Sequence[str] = ("mono map", "cross map", "multi map"),
+                  title: str = "mAP per sampler (points: seeds)", ylim: tuple[float, float] | None = (0, 1)):
+    """One panel per dataset: bars of the mean over seeds per system and setting, seeds as points."""
+    complete = results[results.status == "complete"]
+    present = [m for m in metrics if m in complete.columns]
+    long = complete.melt(id_vars=["dataset", "system"], value_vars=present, var_name="metric", value_name="value")
+    datasets = long.dataset.unique().tolist() or ["-"]
+    figure, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets):
+        frame = long[long.dataset == dataset]
+        sns.barplot(data=frame, x="metric", y="value", hue="system", errorbar=None, ax=axis, alpha=0.8)
+        sns.stripplot(data=frame, x="metric", y="value", hue="system", dodge=True, ax=axis, legend=False,
+                      color="black", size=3)
+        axis.set_title(f"{dataset}")
+        axis.set_xlabel("")
+        if ylim is not None:
+            axis.set_ylim(*ylim)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def significance_figure(table: pd.DataFrame, title: str = "A - B with 95% bootstrap interval"):
+    """Forest plot of the paired differences (one row per comparison, one panel per setting)."""
+    panels = list(dict.fromkeys(zip(table.setting, table.metric)))     # (setting, metric), in table order
+    height = max(2.5, 0.35 * table.groupby(["setting", "metric"]).size().max() + 1.2)
+    columns = min(len(panels), 2)
+    lines = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(6.5 * columns, height * lines), squeeze=False, sharey=False)
+    for axis in axes.flat[len(panels):]:
+        axis.set_visible(False)
+    for axis, (setting, metric) in zip(axes.flat, panels):
+        frame = table[(table.setting == setting) & (table.metric == metric)].reset_index(drop=True)
+        labels = [f"{a} - {b} ({d})" for a, b, d in zip(frame.a, frame.b, frame.dataset)]
+        y = np.arange(len(frame))
+        for position, row in zip(y, frame.itertuples()):
+            color = "tab:red" if row.p_holm < 0.05 else "tab:gray"
+            axis.errorbar([row.delta], [position], xerr=[[row.delta - row.ci_low], [row.ci_high - row.delta]],
+                          fmt="o", color=color, capsize=3)
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.xaxis.set_major_locator(plt.MaxNLocator(4))
+        axis.set_yticks(y, labels, fontsize=8)
+        axis.set_title(f"{setting} {frame.metric.iloc[0]}")
+        axis.invert_yaxis()
+    figure.suptitle(title + " (red: Holm-adjusted p < 0.05)")
+    figure.tight_layout()
+    return figure
+
+
+def report_figures(report: Report) -> dict[str, Any]:
+    """The report's figures, by file name: the paired differences (when there are tests), mAP and
+    rank distance per sampler (when a run is complete)."""
+    figures = {}
+    if len(report.significance):
+        figures["significance"] = significance_figure(report.significance)
+    if len(report.results) and (report.results.status == "complete").any():
+        figures["map_per_sampler"] = metric_figure(report.results)
+        figures["rank_distance_per_sampler"] = metric_figure(report.results, ["multi rank_distance"], ylim=None,
+                                                             title="rank distance per sampler (lower: less biased)")
+    return figures
 
 
 def language_pair_matrix(per_pair: pd.DataFrame, metric: str = "map") -> pd.DataFrame:
@@ -19,6 +478,7 @@ def language_pair_matrix(per_pair: pd.DataFrame, metric: str = "map") -> pd.Data
 
 
 def pair_heatmap(per_pair: pd.DataFrame, metric: str = "map", title: str = ""):
+    """Heatmap of :func:`language_pair_matrix` for one evaluation (04_evaluate, 05_bias)."""
     matrix = language_pair_matrix(per_pair, metric)
     size = max(4.0, 0.55 * len(matrix) + 2)
     figure, axes = plt.subplots(figsize=(size + 1, size))
@@ -29,10 +489,3 @@ def pair_heatmap(per_pair: pd.DataFrame, metric: str = "map", title: str = ""):
     axes.set_title(title or f"{metric} per language pair (diagonal: monolingual)")
     figure.tight_layout()
     return figure
-
-
-def save_figure(figure, path: str | Path, dpi: int = 150) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")
-    return path

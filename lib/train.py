@@ -34,6 +34,7 @@ import yaml
 
 from lib.io import save_figure
 from lib.trainer import TrainError, TrainResult, run_training
+from lib.naming import train_run_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The notebooks' CI profile (HBT_PROFILE=smoke): the TrainConfig defaults it replaces.
@@ -91,7 +92,7 @@ class TrainConfig:
     patience: int = _param(3, "evaluations without improvement before stopping (0 = never)")
     checkpoint_every: int = _param(50, "steps between checkpoints (0 = none)")
     keep_checkpoints: int = _param(2, "checkpoints kept (the latest ones)")
-    run: str = _param("", "outputs/<run>; empty: a name made of the backbone, sampler and seed")
+    run: str = _param("", "outputs/<run>; empty: lib.naming.train_run_name (backbone, sampler, sources, seed)")
     resume: bool = _param(True, "continue from the latest checkpoint of the run")
 
     def resolved(self) -> "TrainConfig":
@@ -101,7 +102,8 @@ class TrainConfig:
 
         config = dataclasses.replace(self)
         if not config.run:
-            config.run = f"train-{Path(config.backbone).name}-{config.sampler}-seed{config.seed}"
+            config.run = train_run_name(Path(config.backbone).name, config.sampler, config.alpha,
+                                        config.train_sources, config.seed)
         if config.device == "auto":
             config.device = default_device()
         on_gpu = str(config.device).startswith("cuda")

@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from lib.backbones import available_backbones
-from lib.grid import (GridError, build_report, cell_table, eval_run_name, expand_cells, is_complete, load_grid,
-                      notebook_parameters, plan_jobs, run_grid, train_run_name, write_report, zero_shot_run_name)
+from lib.grid import (GridError, cell_table, expand_cells, is_complete, load_grid, notebook_parameters,
+                      plan_jobs, run_grid)
+from lib.naming import eval_run_name, zero_shot_run_name
+from lib.report import build_report, write_report
 from lib.io import PROJECT_ROOT, outputs_dir, read_json, run_dir, write_json
 
 PARAMS = PROJECT_ROOT / "params"
@@ -51,9 +53,8 @@ def test_default_grid_expands_to_the_documented_cells():
         "zeroshot-me5-small-q4-xquad-r-sentence", *(f"eval-train-me5-small-q4-{s}-mlqa-r-s0-xquad-r"
                                                     for s in ("en", "mono", "cross", "hybrid-a0.5"))]
     assert set(jobs[-2].needs) == set(jobs[-2].parameters["runs"].split(","))
-    # the zero-shot evaluation is the one `make run` already makes (params/main.yaml): reused
-    main_runs = {entry["run"] for entry in yaml.safe_load((PARAMS / "main.yaml").read_text())["runs"]}
-    assert zero_shot_run_name("me5-small-q4", "xquad-r", "sentence") in main_runs
+    # the zero-shot evaluation of the first single-seed runs (params/grid-main.yaml): reused
+    assert cells[0].eval_runs[0][1] in {r for c in expand_cells(load_grid("grid-main")) for _, r in c.eval_runs}
     assert cells[0].eval_runs == (("xquad-r", "zeroshot-me5-small-q4-xquad-r-sentence"),)
 
 
@@ -89,13 +90,6 @@ def test_grid_parameters_exist_in_the_notebooks(name):
         assert names <= notebook_parameters(notebook), notebook
 
 
-def test_run_names():
-    assert train_run_name("me5-small-q4", "hybrid", 0.5, "mlqa-r", 0) == "train-me5-small-q4-hybrid-a0.5-mlqa-r-s0"
-    assert train_run_name("tiny", "mono", 0.5, "mlqa-r,xquad-r", 2, tag="long") == "train-tiny-mono-mlqa-r+xquad-r-s2-long"
-    assert eval_run_name("train-x", "xquad-r") == "eval-train-x-xquad-r"
-    assert eval_run_name("train-x", "xquad-r", "paragraph") == "eval-train-x-xquad-r-paragraph"
-
-
 @pytest.mark.parametrize("change, message", [
     ({"backbones": ["no-such-model"]}, "unknown backbone"),
     ({"samplers": ["random"]}, "unknown sampler"),
@@ -108,6 +102,53 @@ def test_run_names():
 def test_bad_grid_files_are_refused(tmp_path, change, message):
     with pytest.raises(GridError, match=message):
         load_grid(write_grid(tmp_path, **change))
+
+
+def test_train_section_takes_every_train_config_field(tmp_path):
+    """The train section is checked against lib.train.TrainConfig: any field may be set, a typo is refused."""
+    from dataclasses import fields
+
+    from lib.train import TrainConfig
+
+    grid = load_grid(write_grid(tmp_path, train={"steps": 2, "patience": 0, "weight_decay": 0.0}))
+    job = next(j for j in plan_jobs(grid) if j.kind == "train")
+    assert job.parameters["patience"] == 0 and job.parameters["weight_decay"] == 0.0
+    assert {"patience", "weight_decay"} <= {f.name for f in fields(TrainConfig)}
+    with pytest.raises(GridError, match=r"\['stesp'\], which are not fields of lib.train.TrainConfig"):
+        load_grid(write_grid(tmp_path, train={"stesp": 2}))
+
+
+def test_zero_shot_block_names_datasets_and_candidate_contexts(tmp_path):
+    """What params/main.yaml did beside the grid: zero-shot on MLQA-R too, and on paragraph candidates."""
+    grid = load_grid(write_grid(tmp_path, zero_shot={"eval_datasets": ["xquad-r", "mlqa-r"],
+                                                     "candidate_contexts": ["sentence", "paragraph"]}))
+    zero_shot = [c for c in expand_cells(grid) if not c.train_run]
+    assert [(c.candidate_context, c.system) for c in zero_shot] == [("sentence", "zero-shot"),
+                                                                    ("paragraph", "zero-shot paragraph")]
+    evaluations = {j.run: j.parameters["candidate_context"] for j in plan_jobs(grid) if j.kind == "evaluate"}
+    assert evaluations["zeroshot-tiny-mlqa-r-paragraph"] == "paragraph"
+    assert evaluations["zeroshot-tiny-xquad-r-sentence"] == "sentence"
+    assert evaluations[eval_run_name("train-tiny-mono-mlqa-r-s0", "xquad-r")] == "sentence"
+    # the samplers side by side: the zero-shot run on the trained cells' candidates only
+    comparison = next(j for j in plan_jobs(grid) if j.run == "bias-g-tiny-mlqa-r-xquad-r")
+    assert comparison.parameters["runs"].split(",")[0] == "zeroshot-tiny-xquad-r-sentence"
+    # zero_shot: true is unchanged: every evaluated dataset, the grid's candidate context
+    plain = load_grid(write_grid(tmp_path))
+    assert [c.eval_runs for c in expand_cells(plain) if not c.train_run] == [
+        (("xquad-r", "zeroshot-tiny-xquad-r-sentence"),)]
+    with pytest.raises(GridError, match="candidate context 'page'"):
+        load_grid(write_grid(tmp_path, zero_shot={"candidate_contexts": ["page"]}))
+    with pytest.raises(GridError, match="zero_shot has unknown keys"):
+        load_grid(write_grid(tmp_path, zero_shot={"datasets": ["mlqa-r"]}))
+
+
+def test_main_grid_reproduces_the_first_single_seed_runs():
+    grid = load_grid("grid-main")
+    runs = [j.run for j in plan_jobs(grid)]
+    assert {f"zeroshot-me5-small-q4-{d}-{c}" for d in ("xquad-r", "mlqa-r") for c in ("sentence", "paragraph")} <= set(runs)
+    trained = [c for c in expand_cells(grid) if c.train_run]
+    assert [c.system for c in trained] == ["mono", "cross", "hybrid a=0.5"] and {c.seed for c in trained} == {0}
+    assert grid.train["steps"] == 60 and grid.model_folder == "model-best"
 
 
 def test_mixtures_with_their_own_evaluation(tmp_path):
@@ -123,13 +164,13 @@ def test_mixtures_with_their_own_evaluation(tmp_path):
 
 
 class FakeExecutor:
-    """Behaves like lib.runner.execute (skips complete runs) and records papermill's parameters."""
+    """Behaves like lib.grid.execute (skips complete runs) and records papermill's parameters."""
 
     def __init__(self, fail: set[str] = frozenset()):
         self.executed: list[str] = []
         self.fail = fail
 
-    def __call__(self, notebook, run, parameters, force=False):
+    def __call__(self, notebook, run, parameters, force=False, env=None):
         path = run_dir(run)
         if not force and (path / "metrics.json").is_file():
             return path
@@ -175,8 +216,9 @@ def test_complete_run_with_other_parameters_stops_the_grid(tmp_path):
 def test_a_failed_training_blocks_its_evaluations_only(tmp_path):
     grid = load_grid(write_grid(tmp_path))
     broken = "train-tiny-mono-mlqa-r-s1"
-    with pytest.raises(RuntimeError, match="broke"):
+    with pytest.raises(GridError, match="failed, were blocked or not run"):
         run_grid(grid, execute=FakeExecutor(fail={broken}))
+    assert "not run" in set(read_json_csv(outputs_dir() / "g" / "status.csv").values())   # nothing after it
     fake = FakeExecutor(fail={broken})
     with pytest.raises(GridError, match="failed, were blocked"):
         run_grid(grid, execute=fake, keep_going=True)
@@ -197,7 +239,7 @@ def read_json_csv(path):
 # -------------------------------------------------------------------------------- end to end
 
 
-def in_process(notebook, run, parameters, force=False):
+def in_process(notebook, run, parameters, force=False, env=None):
     """What each notebook does, called directly (the notebooks are thin wrappers of these calls)."""
     if not force and is_complete(run):
         return run_dir(run)
@@ -279,7 +321,7 @@ def _results():
 
 
 def test_seed_summary_and_mean_std_cells():
-    from lib.grid import format_mean_std, seed_summary
+    from lib.report import format_mean_std, seed_summary
 
     summary = seed_summary(_results(), ["mono map", "multi map"])
     mono = summary.loc[("xlmr-base", "mlqa-r", "xquad-r", "mono")]
@@ -293,7 +335,7 @@ def test_seed_summary_and_mean_std_cells():
 
 
 def test_paper_numbers_side_by_side_for_matching_backbones():
-    from lib.grid import load_reference, paper_side_by_side, seed_summary
+    from lib.report import load_reference, paper_side_by_side, seed_summary
 
     reference = load_reference("paper")
     assert {"model", "dataset", "setting", "metric", "lang", "sampler", "value"} <= set(reference.columns)
@@ -309,7 +351,7 @@ def _verdict_inputs(hybrid_mono=0.70, p_multi=0.30):
     """A seed summary of mono / cross / hybrid and the paired tests hybrid_verdict reads."""
     import pandas as pd
 
-    from lib.grid import seed_summary
+    from lib.report import seed_summary
 
     rows = []
     values = {"mono": (0.80, 0.60, 0.40, 500.0), "cross": (0.70, 0.62, 0.50, 300.0),
@@ -332,7 +374,7 @@ def _verdict_inputs(hybrid_mono=0.70, p_multi=0.30):
 
 
 def test_hybrid_verdict_against_the_better_of_mono_and_cross():
-    from lib.grid import hybrid_verdict, verdict_sentences
+    from lib.report import hybrid_verdict, verdict_sentences
 
     summary, tests = _verdict_inputs()
     verdict = hybrid_verdict(summary, tests).set_index("metric")
@@ -352,7 +394,7 @@ def test_hybrid_verdict_against_the_better_of_mono_and_cross():
 
 
 def test_hybrid_verdict_says_when_hybrid_matches_or_beats():
-    from lib.grid import hybrid_verdict, verdict_sentences
+    from lib.report import hybrid_verdict, verdict_sentences
 
     summary, tests = _verdict_inputs(hybrid_mono=0.79)
     tests.loc[0, "p_holm"] = 0.2
@@ -365,10 +407,50 @@ def test_hybrid_verdict_says_when_hybrid_matches_or_beats():
     assert hybrid_verdict(summary.drop(index="mono", level=3), tests).empty
 
 
+def test_report_answers_the_notebook_in_calls():
+    """What 06_report shows: status line, the verdict or what it lacks, the tables, the tests."""
+    import pandas as pd
+
+    from lib.report import VERDICT_TITLE, Report, hybrid_verdict
+
+    summary, tests = _verdict_inputs()
+    verdict = hybrid_verdict(summary, tests)
+    results = pd.DataFrame({"status": ["complete", "missing"], "system": ["mono", "cross"], "mono map": [0.61234, None],
+                            "eval_run": ["a", "b"]})
+    report = Report("g", results, summary, {VERDICT_TITLE: verdict, "mAP": summary}, tests.assign(
+        delta=0.1, ci_low=0.0, ci_high=0.2, p_value=0.01), missing=["b"])
+    assert report.status() == "grid g: 1 evaluation run(s) complete, 1 missing\nmissing: b"
+    table, sentences = report.research_question()
+    assert table is verdict and len(sentences) == 1 and sentences[0].startswith("me5-small-q4 trained on mlqa-r")
+    assert list(report.paper_tables()) == ["mAP"]
+    assert list(report.results_overview().columns) == ["system", "status", "mono map"]
+    assert report.results_overview()["mono map"].iloc[0] == 0.612
+    assert list(report.significance_overview().columns)[:3] == ["dataset", "setting", "metric"]
+    empty = Report("g", results, summary, {}, pd.DataFrame())
+    table, sentences = empty.research_question()
+    assert table.empty and sentences[0].startswith("no answer yet")
+    assert empty.significance_overview().empty
+
+
+def test_report_figures_follow_what_exists():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from lib.report import Report, report_figures
+
+    results = pd.DataFrame({"status": ["complete"] * 2, "dataset": ["xquad-r"] * 2, "system": ["mono", "cross"],
+                            "mono map": [0.5, 0.6], "cross map": [0.4, 0.3], "multi map": [0.2, 0.25],
+                            "multi rank_distance": [10.0, 12.0]})
+    figures = report_figures(Report("g", results, pd.DataFrame(), {}, pd.DataFrame()))
+    assert list(figures) == ["map_per_sampler", "rank_distance_per_sampler"]
+    assert report_figures(Report("g", results.assign(status="missing"), pd.DataFrame(), {}, pd.DataFrame())) == {}
+    plt.close("all")
+
+
 def test_report_writes_the_verdict_as_csv_and_markdown(tmp_path):
     import pandas as pd
 
-    from lib.grid import VERDICT_TITLE, Report, hybrid_verdict
+    from lib.report import VERDICT_TITLE, Report, hybrid_verdict
 
     summary, tests = _verdict_inputs()
     verdict = hybrid_verdict(summary, tests)
@@ -390,7 +472,7 @@ def test_language_split_seen_and_unseen_training_languages():
     import numpy as np
     import pandas as pd
 
-    from lib.grid import add_language_split, language_split, training_languages
+    from lib.gather import add_language_split, language_split, training_languages
 
     assert training_languages("mlqa-r") == ["ar", "de", "en", "es", "hi", "vi", "zh"]
     assert training_languages("mlqa-r,xquad-r") == sorted(set(training_languages("mlqa-r"))
@@ -421,7 +503,7 @@ def test_language_split_seen_and_unseen_training_languages():
 def test_runs_are_described_after_the_outputs_folder_moved(tmp_path):
     """Evaluation configs record the model folder's absolute path; a moved outputs/ still resolves."""
     from lib.bias import run_label
-    from lib.grid import describe_eval_run
+    from lib.gather import describe_eval_run
 
     write_json(outputs_dir() / "train-x" / "config.json", {"backbone": "me5-small-q4", "sampler": "hybrid",
                                                           "alpha": 0.5, "seed": 2, "train_sources": "mlqa-r"})
@@ -521,7 +603,7 @@ def test_parallel_failure_blocks_dependants_and_the_report_still_runs(tmp_path):
 
 
 def test_worker_environments(monkeypatch):
-    from lib.grid import worker_environments
+    from lib.scheduler import worker_environments
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -539,7 +621,7 @@ def test_worker_environments(monkeypatch):
 
 def test_execute_subprocess_passes_the_worker_environment(tmp_path):
     """One notebook in a fresh process and kernel: the env reaches the kernel; a failure quotes the log."""
-    from lib.runner import execute_subprocess
+    from lib.notebooks import execute_subprocess
 
     book = nbformat.v4.new_notebook()
     book.cells = [nbformat.v4.new_code_cell('run = ""\nfail = False', metadata={"tags": ["parameters"]}),

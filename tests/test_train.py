@@ -291,7 +291,7 @@ def test_config_from_file_and_overrides(tmp_path):
         "tiny", 7, "mono", 0.3, True)
     assert config.source_list() == ["mlqa-r", "xquad-r"]
     resolved = config.resolved()
-    assert resolved.run == "train-tiny-mono-seed0"
+    assert resolved.run == "train-tiny-mono-mlqa-r+xquad-r-s0"   # lib.naming.train_run_name
     with pytest.raises(TrainError, match="unknown training parameters"):
         TrainConfig.from_file(None, ["stepz=3"])
     with pytest.raises(TrainError, match="sampler"):

@@ -1,0 +1,56 @@
+"""One run-naming scheme for every step: the folder names under ``outputs/``.
+
+Names are deterministic, so a grid stopped and started again finds its runs, and a table can
+name a configuration without reading its files. This module imports nothing from ``lib``: the
+training step (:mod:`lib.train`), the grid (:mod:`lib.grid`) and the report all name runs here.
+
+* training     ``train-<backbone>-<sampler>[-a<alpha>]-<sources>-s<seed>[-<tag>]``
+  (sources joined by ``+``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``;
+* evaluation   ``eval-<training run>-<dataset>[-paragraph]``;
+  zero-shot    ``zeroshot-<backbone>-<dataset>-<candidate context>``;
+* bias         ``bias-<evaluation run>``; the samplers side by side:
+  ``bias-<grid>-<backbone>-<sources>-<dataset>[-<tag>]``.
+"""
+
+from __future__ import annotations
+
+
+def alpha_text(alpha: float) -> str:
+    """``0.5`` -> ``"0.5"``, ``1.0`` -> ``"1"`` (shortest exact form, as in run names and tables)."""
+    return f"{float(alpha):g}"
+
+
+def system_name(sampler: str, alpha: float | None = None) -> str:
+    """How a configuration is named in tables: ``mono``, ``hybrid a=0.5``, ``zero-shot``."""
+    return f"hybrid a={alpha_text(alpha)}" if sampler == "hybrid" and alpha is not None else sampler
+
+
+def train_run_name(backbone: str, sampler: str, alpha: float | None, sources: str, seed: int, tag: str = "") -> str:
+    """``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``: alpha only for hybrid, sources joined by ``+``."""
+    parts = ["train", backbone, sampler]
+    if sampler == "hybrid":
+        parts.append(f"a{alpha_text(alpha)}")
+    parts += ["+".join(s.strip() for s in sources.split(",") if s.strip()), f"s{seed}"]
+    if tag:
+        parts.append(tag)
+    return "-".join(parts)
+
+
+def eval_run_name(train_run: str, dataset: str, candidate_context: str = "sentence") -> str:
+    """``eval-<train run>-<dataset>``, ``-paragraph`` appended for paragraph candidates."""
+    return f"eval-{train_run}-{dataset}" + ("" if candidate_context == "sentence" else f"-{candidate_context}")
+
+
+def zero_shot_run_name(backbone: str, dataset: str, candidate_context: str = "sentence") -> str:
+    """``zeroshot-me5-small-q4-xquad-r-sentence``: the untrained backbone on one dataset."""
+    return f"zeroshot-{backbone}-{dataset}-{candidate_context}"
+
+
+def bias_run_name(eval_run: str) -> str:
+    """``bias-<evaluation run>``: the language-bias analysis (05_bias) of one evaluation."""
+    return f"bias-{eval_run}"
+
+
+def comparison_run_name(grid_name: str, backbone: str, sources: str, dataset: str, tag: str = "") -> str:
+    """``bias-<grid>-<backbone>-<sources>-<dataset>[-<tag>]``: one 05_bias run comparing the samplers."""
+    return f"bias-{grid_name}-{backbone}-{sources.replace(',', '+')}-{dataset}" + (f"-{tag}" if tag else "")

@@ -1,0 +1,114 @@
+"""Execute one notebook with papermill into ``outputs/<run>/``, skipping a complete run.
+
+A run is complete when its ``metrics.json`` exists (written last and atomically); an interrupted
+run is simply executed again (training resumes from its last checkpoint). :func:`execute` runs
+papermill in this process, :func:`execute_subprocess` in a fresh one with extra environment (a
+grid worker's GPU or thread count). papermill records the parameters in the executed notebook,
+:func:`executed_parameters` reads them back.
+
+    python -m lib.notebooks 04_evaluate.ipynb --run zeroshot-tiny-xquad-r-sentence \
+        --parameters '{"backbone": "tiny", "dataset": "xquad-r"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+
+from lib.io import PROJECT_ROOT, outputs_dir, run_dir
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+
+def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = False,
+            log_output: bool = False) -> Path:
+    """Execute ``notebooks/<notebook>`` with papermill, ``parameters`` plus ``run``, into ``outputs/<run>/``.
+
+    A complete run (its ``metrics.json`` exists) is skipped unless ``force``.
+    """
+    path = run_dir(run)
+    if not force and (path / "metrics.json").is_file():
+        print(f"[skip] {run}: complete")
+        return path
+    source = Path(notebook) if Path(notebook).is_absolute() else NOTEBOOKS_DIR / notebook
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook {notebook} not found (a name in notebooks/ or an absolute path)")
+    started = time.perf_counter()
+    print(f"[run ] {run}: {notebook} {parameters}", flush=True)
+    papermill.execute_notebook(str(source), str(path / source.name), parameters={**parameters, "run": run},
+                               cwd=str(source.parent), log_output=log_output, progress_bar=False)
+    print(f"[done] {run}: {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+def execute_subprocess(notebook: str, run: str, parameters: dict[str, Any], force: bool = False,
+                       env: dict[str, str] | None = None) -> Path:
+    """:func:`execute` in a fresh Python process whose environment adds ``env`` (a worker's GPU or
+    thread count); its output goes to ``outputs/<run>/runner.log``, whose end a failure quotes."""
+    path = run_dir(run)
+    if not force and (path / "metrics.json").is_file():
+        print(f"[skip] {run}: complete")
+        return path
+    command = [sys.executable, "-m", "lib.notebooks", notebook, "--run", run,
+               "--parameters", json.dumps(parameters)] + (["--force"] if force else [])
+    log = path / "runner.log"
+    with open(log, "w", encoding="utf-8") as handle:
+        result = subprocess.run(command, env={**os.environ, **(env or {})}, cwd=str(PROJECT_ROOT),
+                                stdout=handle, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"{notebook} for run {run} failed (exit {result.returncode}); the end of "
+                           f"outputs/{run}/runner.log:\n{tail}")
+    return path
+
+
+def notebook_parameters(notebook: str | Path) -> set[str]:
+    """Names assigned in a notebook's ``parameters`` cell (read with ``ast``, as papermill can't
+    parse conditional defaults)."""
+    path = Path(notebook)
+    if not path.is_absolute():
+        path = NOTEBOOKS_DIR / path
+    names: set[str] = set()
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def executed_parameters(run: str, notebook: str) -> dict[str, Any] | None:
+    """The parameters papermill recorded in ``outputs/<run>/<notebook>`` (None if absent)."""
+    path = outputs_dir() / run / notebook
+    if not path.is_file():
+        return None
+    metadata = nbformat.read(path, as_version=4).metadata
+    return dict(metadata.get("papermill", {}).get("parameters", {}) or {})
+
+
+def is_complete(run: str) -> bool:
+    return (outputs_dir() / run / "metrics.json").is_file()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebook", help="a notebook of notebooks/ (03_train.ipynb) or an absolute path")
+    parser.add_argument("--run", required=True, help="the output folder, outputs/<run>/")
+    parser.add_argument("--parameters", default="{}", help="the notebook's parameters as JSON")
+    parser.add_argument("--force", action="store_true", help="execute a complete run again")
+    args = parser.parse_args(argv)
+    execute(args.notebook, args.run, json.loads(args.parameters), force=args.force)
+
+
+if __name__ == "__main__":
+    main()
