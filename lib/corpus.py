@@ -46,6 +46,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
+from lib.encode import encode, model_identity
 from lib.io import atomic_path, fingerprint, read_json, write_json
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
@@ -200,43 +201,76 @@ def encode_corpus(model, texts: Iterable[str], directory: str | Path, ids: Itera
         store = encode_corpus(model, (d["title"] + " " + d["text"] for d in docs), "corpus/sw",
                               ids=(d["docid"] for d in docs), shard_size=50_000)
     """
-    from lib.encode import encode, model_identity
+    _check_shard_settings(shard_size, dtype, worker, workers)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    encode_shard, identity = _shard_encoder(model, side, batch_size, encode_fn)
+    manifest_path = directory / manifest_name(worker, workers)
+    manifest = _open_manifest(manifest_path, {"model": identity, "side": side, "shard_size": shard_size,
+                                              "dtype": dtype}, workers)
+    progress = tqdm(total=math.ceil(n_texts / shard_size) if n_texts else None, unit="shard",
+                    desc=f"encoding shards ({directory.name})", disable=not show_progress)
+    n_rows, n_shards, encoded, skipped = 0, 0, 0, 0
+    for index, start, chunk, chunk_ids in _shards(texts, ids, shard_size):
+        key = fingerprint(chunk, chunk_ids)
+        entry = manifest["shards"].get(str(index))
+        if index % workers != worker:
+            pass                                      # another worker's shard
+        elif entry and entry["fingerprint"] == key and entry["start"] == start and _shard_is_intact(directory, entry):
+            skipped += 1
+        else:
+            embeddings = _shard_embeddings(encode_shard, chunk, index, manifest)
+            manifest["shards"][str(index)] = _write_shard(directory, index, start, key, embeddings, chunk_ids, dtype)
+            write_json(manifest_path, manifest)
+            encoded += 1
+        progress.update(1)
+        n_rows, n_shards = start + len(chunk), index + 1
+    progress.close()
+    _close_manifest(manifest_path, manifest, n_rows, n_shards, encoded, skipped)
+    return ShardedEmbeddings.open(directory)
 
+
+def _check_shard_settings(shard_size: int, dtype: str, worker: int, workers: int) -> None:
     if shard_size < 1:
         raise CorpusError(f"shard_size={shard_size}: expected a positive number of rows per shard")
     if dtype not in ("float32", "float16"):
         raise CorpusError(f"dtype={dtype!r}: expected 'float32' or 'float16'")
     if not 0 <= worker < workers:
         raise CorpusError(f"worker={worker} of workers={workers}: expected 0 <= worker < workers")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if encode_fn is None:
-        def encode_fn(chunk):
-            return encode(model, chunk, side, batch_size=batch_size, cache=False, show_progress_bar=False)
-        identity = fingerprint(model_identity(model.backbone))
-    else:
-        identity = fingerprint(getattr(encode_fn, "__qualname__", "custom"))
-    settings = {"model": identity, "side": side, "shard_size": shard_size, "dtype": dtype}
 
-    manifest_path = directory / manifest_name(worker, workers)
-    if manifest_path.is_file():
-        manifest = read_json(manifest_path)
-        old = {key: manifest.get(key, SETTING_DEFAULTS.get(key)) for key in settings}
-        if old != settings:
-            raise CorpusError(
-                f"{directory} holds embeddings made with {old}, not {settings}: use another directory "
-                "for another model/side/shard size, or delete this one to start over")
-    else:
-        manifest = {**settings, "dim": None, "shards": {}, "complete": False, "workers": workers}
+
+def _shard_encoder(model, side: str, batch_size: int, encode_fn=None):
+    """``(texts -> embeddings, identity)``: the model's ``side`` encoder, or ``encode_fn`` as given;
+    the identity (fingerprint of the model, or of ``encode_fn``'s name) goes into the manifest."""
+    if encode_fn is not None:
+        return encode_fn, fingerprint(getattr(encode_fn, "__qualname__", "custom"))
+
+    def encode_shard(texts):
+        return encode(model, texts, side, batch_size=batch_size, cache=False, show_progress_bar=False)
+    return encode_shard, fingerprint(model_identity(model.backbone))
+
+
+def _open_manifest(path: Path, settings: dict[str, Any], workers: int) -> dict[str, Any]:
+    """The manifest to resume (refused if made with other settings), or a new empty one."""
+    if not path.is_file():
+        return {**settings, "dim": None, "shards": {}, "complete": False, "workers": workers}
+    manifest = read_json(path)
+    old = {key: manifest.get(key, SETTING_DEFAULTS.get(key)) for key in settings}
+    if old != settings:
+        raise CorpusError(
+            f"{path.parent} holds embeddings made with {old}, not {settings}: use another directory "
+            "for another model/side/shard size, or delete this one to start over")
     manifest["complete"] = False
+    return manifest
 
+
+def _shards(texts: Iterable[str], ids: Iterable[str] | None,
+            shard_size: int) -> Iterator[tuple[int, int, list[str], list[str] | None]]:
+    """``(shard number, first row, texts, ids or None)`` of each shard, read lazily; one id per text."""
     id_iter = iter(ids) if ids is not None else None
     text_iter = iter(texts)
-    total_shards = math.ceil(n_texts / shard_size) if n_texts else None
-    progress = tqdm(total=total_shards, desc=f"encoding shards ({directory.name})", unit="shard",
-                    disable=not show_progress)
-    start, index, encoded, skipped = 0, 0, 0, 0
-    while True:
+    start = 0
+    for index in itertools.count():
         chunk = list(itertools.islice(text_iter, shard_size))
         if not chunk:
             break
@@ -245,44 +279,47 @@ def encode_corpus(model, texts: Iterable[str], directory: str | Path, ids: Itera
             chunk_ids = [str(i) for i in itertools.islice(id_iter, len(chunk))]
             if len(chunk_ids) != len(chunk):
                 raise CorpusError(f"ids ran out at row {start + len(chunk_ids)}: give one id per text")
-        key = fingerprint(chunk, chunk_ids)
-        entry = manifest["shards"].get(str(index))
-        if index % workers != worker:
-            pass                                      # another worker's shard
-        elif entry and entry["fingerprint"] == key and entry["start"] == start and _shard_is_intact(directory, entry):
-            skipped += 1
-        else:
-            embeddings = np.ascontiguousarray(encode_fn(chunk), dtype=np.float32)
-            if embeddings.shape[0] != len(chunk):
-                raise CorpusError(f"encoder returned {embeddings.shape[0]} rows for {len(chunk)} texts")
-            if manifest["dim"] not in (None, embeddings.shape[1]):
-                raise CorpusError(f"shard {index} has dim {embeddings.shape[1]}, earlier shards {manifest['dim']}")
-            manifest["dim"] = int(embeddings.shape[1])
-            entry = {"index": index, "file": shard_name(index), "start": start, "stop": start + len(chunk),
-                     "fingerprint": key}
-            with atomic_path(directory / entry["file"]) as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, embeddings.astype(dtype, copy=False))
-            if chunk_ids is not None:
-                entry["ids_file"] = shard_name(index).replace(".npy", ".ids.json")
-                with atomic_path(directory / entry["ids_file"]) as tmp:
-                    tmp.write_text(json.dumps(chunk_ids, ensure_ascii=False), encoding="utf-8")
-            manifest["shards"][str(index)] = entry
-            write_json(manifest_path, manifest)
-            encoded += 1
-        progress.update(1)
+        yield index, start, chunk, chunk_ids
         start += len(chunk)
-        index += 1
-    progress.close()
     if id_iter is not None and next(id_iter, None) is not None:
         raise CorpusError(f"more ids than texts ({start} texts): give one id per text")
-    stale = [k for k in manifest["shards"] if int(k) >= index]
-    for k in stale:  # the corpus got shorter: drop shards beyond its end
-        manifest["shards"].pop(k)
-    manifest.update(complete=True, n_rows=start, n_shards=index, encoded_last_run=encoded,
+
+
+def _shard_embeddings(encode_shard, chunk: list[str], index: int, manifest: dict[str, Any]) -> np.ndarray:
+    """Encode one shard as float32 rows, checked against its texts and the dim of earlier shards
+    (recorded in ``manifest["dim"]``)."""
+    embeddings = np.ascontiguousarray(encode_shard(chunk), dtype=np.float32)
+    if embeddings.shape[0] != len(chunk):
+        raise CorpusError(f"encoder returned {embeddings.shape[0]} rows for {len(chunk)} texts")
+    if manifest["dim"] not in (None, embeddings.shape[1]):
+        raise CorpusError(f"shard {index} has dim {embeddings.shape[1]}, earlier shards {manifest['dim']}")
+    manifest["dim"] = int(embeddings.shape[1])
+    return embeddings
+
+
+def _write_shard(directory: Path, index: int, start: int, key: str, embeddings: np.ndarray,
+                 chunk_ids: list[str] | None, dtype: str) -> dict[str, Any]:
+    """Write a shard's rows (and ids) atomically; return its manifest entry."""
+    entry = {"index": index, "file": shard_name(index), "start": start, "stop": start + len(embeddings),
+             "fingerprint": key}
+    with atomic_path(directory / entry["file"]) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, embeddings.astype(dtype, copy=False))
+    if chunk_ids is not None:
+        entry["ids_file"] = shard_name(index).replace(".npy", ".ids.json")
+        with atomic_path(directory / entry["ids_file"]) as tmp:
+            tmp.write_text(json.dumps(chunk_ids, ensure_ascii=False), encoding="utf-8")
+    return entry
+
+
+def _close_manifest(path: Path, manifest: dict[str, Any], n_rows: int, n_shards: int,
+                    encoded: int, skipped: int) -> None:
+    """Mark the manifest complete; shards beyond the end of a corpus that got shorter are dropped."""
+    for stale in [k for k in manifest["shards"] if int(k) >= n_shards]:
+        manifest["shards"].pop(stale)
+    manifest.update(complete=True, n_rows=n_rows, n_shards=n_shards, encoded_last_run=encoded,
                     skipped_last_run=skipped)
-    write_json(manifest_path, manifest)
-    return ShardedEmbeddings.open(directory)
+    write_json(path, manifest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,24 +489,6 @@ def _merge_top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarr
     top_rows = np.take_along_axis(rows, part, axis=1)
     order = np.lexsort((top_rows, -top_scores), axis=1)
     return np.take_along_axis(top_scores, order, axis=1), np.take_along_axis(top_rows, order, axis=1)
-
-
-def exact_search_shards(store: ShardedEmbeddings, queries: np.ndarray, k: int = 100,
-                        show_progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` inner-product search that streams the memory-mapped shards: the ``flat``
-    result with memory bounded by one shard (a corpus larger than RAM can be searched exactly).
-
-        scores, rows = exact_search_shards(ShardedEmbeddings.open("corpus/en"), query_embeddings)
-    """
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
-    for start, array in tqdm(list(store.iter_shards()), desc="exact search over shards", unit="shard",
-                             disable=not show_progress):
-        scores = queries @ np.asarray(array, dtype=np.float32).T
-        rows = np.broadcast_to(np.arange(start, start + len(array), dtype=np.int64), scores.shape)
-        best_scores, best_rows = _merge_top_k(np.hstack([best_scores, scores]), np.hstack([best_rows, rows]), k)
-    return best_scores, best_rows
 
 
 def rerank(vectors: ShardedEmbeddings | np.ndarray, queries: np.ndarray, candidate_rows: np.ndarray,

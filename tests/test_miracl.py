@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+import lib.corpus
 from lib import miracl
 from lib.data import DataError
 from lib.miracl import (annotation_file, corpus_files, evaluate_miracl, iter_corpus, load_miracl_queries,
@@ -108,8 +109,6 @@ def test_qrels_of_unknown_queries_are_refused(miracl_dir):
 
 
 def test_the_hub_path_pins_revisions(monkeypatch, tmp_path):
-    import huggingface_hub
-
     calls = []
 
     def fake_download(repo_id, filename, repo_type, revision, cache_dir):
@@ -120,7 +119,7 @@ def test_the_hub_path_pins_revisions(monkeypatch, tmp_path):
         return str(path)
 
     monkeypatch.delenv("MIRACL_DIR", raising=False)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(miracl, "hf_hub_download", fake_download)
     annotation_file("sw", "qrels")
     files = corpus_files("hi")
     assert calls[0] == ("miracl/miracl", "miracl-v1.0-sw/qrels/qrels.miracl-v1.0-sw-dev.tsv", "dataset",
@@ -167,9 +166,8 @@ def bag_of_words(model, texts, side, batch_size=64, cache=True, show_progress_ba
 
 @pytest.mark.parametrize("index", ["flat", "hnsw"])
 def test_evaluate_miracl_end_to_end_with_an_oracle_encoder(monkeypatch, miracl_dir, tiny_model, tmp_path, index):
-    import lib.encode
-
-    monkeypatch.setattr(lib.encode, "encode", bag_of_words)
+    monkeypatch.setattr(lib.corpus, "encode", bag_of_words)      # the passages
+    monkeypatch.setattr(miracl, "encode", bag_of_words)          # the queries
     evaluation = evaluate_miracl(tiny_model, ["sw", "te"], data_dir=miracl_dir, index=index, shard_size=2,
                                  work_dir=tmp_path / "work")
     table = evaluation.per_language
@@ -182,9 +180,8 @@ def test_evaluate_miracl_end_to_end_with_an_oracle_encoder(monkeypatch, miracl_d
 
 
 def test_evaluate_miracl_with_rerank_and_float16_storage(monkeypatch, miracl_dir, tiny_model, tmp_path):
-    import lib.encode
-
-    monkeypatch.setattr(lib.encode, "encode", bag_of_words)
+    monkeypatch.setattr(lib.corpus, "encode", bag_of_words)      # the passages
+    monkeypatch.setattr(miracl, "encode", bag_of_words)          # the queries
     evaluation = evaluate_miracl(tiny_model, ["sw"], data_dir=miracl_dir, index="hnsw", rerank=200,
                                  store_dtype="float16", work_dir=tmp_path / "work")
     assert evaluation.per_language.loc["sw", "ndcg@10"] == pytest.approx(1.0)
