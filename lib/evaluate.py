@@ -24,13 +24,13 @@ from lib.metrics import per_query_metrics, summarise, summary_table
 from lib.results import EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, write_evaluation
 from lib.retrieval import SETTINGS, lareqa_ranks
 
-__all__ = ["DATASETS", "LAREQA_DATASETS", "Evaluation", "evaluate_lareqa", "run_evaluation", "write_evaluation"]
-
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
 
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
                     settings=SETTINGS, top_k: int = 10) -> Evaluation:
+    """Ranks of every relevant candidate per setting -> per-query metrics and the paper's macro
+    averages; with ``multi``, also the ``top_k`` neighbours of each multilingual query (``lib.bias``)."""
     timings = {}
     start = time.perf_counter()
     questions = encode(model, dataset.questions.text, "query", batch_size=batch_size)
