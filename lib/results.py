@@ -76,7 +76,7 @@ class EvaluationRequest:
     index: str = "flat"                   # MIRACL: flat | ivf | hnsw | ivfpq
 
 
-# evaluate(model, request) -> (evaluation, the dataset's entries of config.json, in order)
+# evaluate(model, request) -> (evaluation, the dataset's entries of config.json in order, "index" among them)
 EvaluateFn = Callable[[Any, EvaluationRequest], "tuple[Evaluation, dict[str, Any]]"]
 
 
@@ -97,7 +97,8 @@ def register_evaluator(*names: str, run_suffix: Callable[[EvaluationRequest], st
     """Decorator: serve the datasets ``names`` with the decorated ``evaluate(model, request)``."""
     def register(evaluate: EvaluateFn) -> EvaluateFn:
         for name in names:
-            if name in EVALUATORS and EVALUATORS[name].evaluate is not evaluate:
+            # the same function again (a module reloaded, or run with python -m) replaces the entry
+            if name in EVALUATORS and EVALUATORS[name].evaluate.__qualname__ != evaluate.__qualname__:
                 raise ValueError(f"dataset {name!r} already has an evaluator "
                                  f"({EVALUATORS[name].evaluate.__qualname__}): register another name")
             EVALUATORS[name] = DatasetEvaluator(name, evaluate, run_suffix or (lambda request: ""))

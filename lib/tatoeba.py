@@ -313,18 +313,9 @@ def main(argv: list[str] | None = None) -> None:
               "batch_size": args.batch_size, "verify": not args.no_verify, "device": str(model.device)}
     write_evaluation(run, evaluation, config)
     write_text(run / "per_language.csv", evaluation.per_language.to_csv())
-    write_text(run / "summary.md", summary_table(evaluation.per_language).round(2).to_markdown()
-               if _has_tabulate() else summary_table(evaluation.per_language).round(2).to_string())
+    write_text(run / "summary.md", summary_table(evaluation.per_language).round(2).to_markdown())
     print(summary_table(evaluation.per_language).round(2).to_string())
     print({k: round(v, 1) for k, v in evaluation.timings.items()})
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401  lazy probe: optional, only for the markdown summary
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":
