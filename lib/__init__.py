@@ -8,8 +8,8 @@ One module per step. The layers, in order; a module imports only from layers bef
    split by question id, leakage against the evaluation set);
 3. encoding and training: ``encode`` (texts -> embeddings with a backbone's prefixes),
    ``sampling`` (batch samplers), ``losses`` (InfoNCE), ``train`` (the loop);
-4. retrieval: ``retrieval`` (LAReQA rankings), ``corpus`` (sharded corpus embeddings, faiss
-   index types);
+4. retrieval: ``retrieval`` (LAReQA rankings), ``corpus`` (sharded corpus embeddings), ``indexes``
+   (faiss index types over them);
 5. scores: ``metrics`` (mAP, mAP@20, recall, rank distance), ``bias`` (language preference),
    ``significance`` (paired tests);
 6. evaluation: ``results`` (the ``Evaluation`` record, run folders, the dataset -> evaluator

@@ -44,9 +44,10 @@ import pandas as pd
 from huggingface_hub import hf_hub_download
 
 from lib.backbones import load_model
-from lib.corpus import INDEX_TYPES, IndexParams, build_index, encode_corpus, rerank as rerank_exact, search
+from lib.corpus import encode_corpus
 from lib.data import DataError
 from lib.encode import encode, model_identity
+from lib.indexes import INDEX_TYPES, IndexParams, build_index, rerank as rerank_exact, search
 from lib.io import cache_dir, fingerprint, outputs_dir, run_dir, write_text
 from lib.results import Evaluation, EvaluationRequest, register_evaluator, write_evaluation
 
@@ -238,9 +239,9 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
     index type and build times); ``per_query``: ``lang, qid, ndcg@10, recall@100``. Corpus
     embeddings persist in resumable shards under ``work_dir`` (default
     ``outputs/cache/miracl/<backbone>-<key>/<lang>``), so a killed run resumes where it stopped.
-    ``index_params`` (``lib.corpus.IndexParams``) overrides ``index`` with explicit knobs;
+    ``index_params`` (``lib.indexes.IndexParams``) overrides ``index`` with explicit knobs;
     ``rerank=1000`` takes that many candidates from an approximate index and re-scores them
-    exactly from the stored embeddings (``lib.corpus.rerank``); ``store_dtype="float16"`` halves
+    exactly from the stored embeddings (``lib.indexes.rerank``); ``store_dtype="float16"`` halves
     the disk used by the embeddings.
     """
     params = index_params if index_params is not None else IndexParams(index)

@@ -1,4 +1,4 @@
-"""Sharded, resumable corpus encoding and the faiss index types (lib.corpus), on random vectors."""
+"""Sharded, resumable corpus encoding and the faiss index types (lib.corpus, lib.indexes), on random vectors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import faiss
 import numpy as np
 import pytest
 
-from lib.corpus import (INDEX_TYPES, CorpusError, IndexParams, ShardedEmbeddings, build_index, encode_corpus,
-                        index_bytes, recall_against, rerank, search)
+from lib.corpus import CorpusError, ShardedEmbeddings, encode_corpus
+from lib.indexes import INDEX_TYPES, IndexParams, build_index, index_bytes, recall_against, rerank, search
 from lib.io import read_json, write_json
 
 
