@@ -13,6 +13,7 @@ import pytest
 import lib.corpus
 from lib import miracl
 from lib.data import DataError
+from lib.evaluate import run_evaluation
 from lib.miracl import (annotation_file, corpus_files, evaluate_miracl, iter_corpus, load_miracl_queries,
                         passage_text, read_qrels, read_topics, score_run, summarise_languages)
 
@@ -193,3 +194,13 @@ def test_evaluate_miracl_with_the_tiny_backbone(miracl_dir, tiny_model):
     row = evaluation.per_language.loc["te"]
     assert 0.0 <= row["ndcg@10"] <= 1.0 and row["recall@100"] == 1.0        # 3 passages: all in the top 100
     assert set(evaluation.timings) >= {"encode_corpus_s", "index_build_s", "search_s"}
+
+
+def test_run_evaluation_serves_miracl_through_the_registry(miracl_dir):
+    evaluation, path = run_evaluation("tiny", "miracl", languages=["te"], data_dir=str(miracl_dir), device="cpu",
+                                      run="m")
+    config = json.loads((path / "config.json").read_text())
+    assert config["dataset"] == "miracl" and config["index"] == "flat" and config["languages"] == ["te"]
+    assert list(config)[-1] == "index"
+    assert json.loads((path / "metrics.json").read_text())["summary"]["n_languages"] == 1
+    assert evaluation.per_language.loc["te", "recall@100"] == 1.0
