@@ -1,4 +1,4 @@
-"""Benchmark of the faiss index types of ``lib.corpus`` at a million vectors, and of passage encoding.
+"""Benchmark of the faiss index types of ``lib.indexes`` at a million vectors, and of passage encoding.
 
 What it measures, on this machine, for each index type (flat, ivf, hnsw, ivfpq):
 
@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.corpus import IndexParams, build_index, index_bytes, recall_against, rerank, search  # noqa: E402
+from lib.indexes import IndexParams, build_index, index_bytes, recall_against, rerank, search  # noqa: E402
 from lib.io import outputs_dir, versions, write_json, write_text  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Corpus-scale dense retrieval: embeddings encoded in shards on disk, and the faiss index types.
+"""Corpus embeddings encoded in resumable shards on disk (the faiss index types over them: ``lib.indexes``).
 
 Encoding a corpus of millions of passages takes hours, so it is written in shards and can be
 killed and resumed. A corpus directory holds
@@ -13,23 +13,8 @@ shards listed and nothing half-written; rerunning the same call skips every list
 file is intact and whose texts still hash the same, and encodes the rest. Several processes (one
 per GPU) can share one directory, each with its own manifest (``worker=r, workers=W``).
 
-Index types (``INDEX_TYPES``), all inner product (= cosine on normalised rows):
-
-* ``flat``  exact search (``IndexFlatIP``): 4*d bytes per vector, the reference;
-* ``ivf``   inverted lists (``IndexIVFFlat``): k-means into ``nlist`` cells, search ``nprobe``
-  of them; same memory as flat, search cost ~ nprobe/nlist of it;
-* ``hnsw``  graph (``IndexHNSWFlat``, ``M`` links per node): fast, no training, about 8*M more
-  bytes per vector (2*M int32 neighbours on the base layer), slow to build; CPU only in faiss
-  (it stays on the CPU when a GPU is present);
-* ``ivfpq`` inverted lists over product-quantised codes (``IndexIVFPQ``, ``pq_m`` bytes per
-  vector at 8 bits per sub-quantiser): for memory, lossy.
-
-With ``faiss.get_num_gpus() > 0`` (and ``device="auto"``) flat, ivf and ivfpq indexes move to all
-GPUs (``index_cpu_to_all_gpus``, rows sharded across GPUs with ``shard=True``).
-
     store = encode_corpus(model, texts, "outputs/cache/corpus/xx", ids=docids)
-    index, record = build_index(store, IndexParams("ivf", nlist=4096, nprobe=64))
-    scores, rows = search(index, query_embeddings, k=100)     # rows index store.ids()
+    store.ntotal, store.dim, store.ids()[:3]
 """
 
 from __future__ import annotations
@@ -37,18 +22,16 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
+from lib.encode import encode, model_identity
 from lib.io import atomic_path, fingerprint, read_json, write_json
 
-INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
 MANIFEST = "manifest.json"
 SETTING_DEFAULTS = {"dtype": "float32"}   # settings that manifests written before they existed lack
 
@@ -200,43 +183,76 @@ def encode_corpus(model, texts: Iterable[str], directory: str | Path, ids: Itera
         store = encode_corpus(model, (d["title"] + " " + d["text"] for d in docs), "corpus/sw",
                               ids=(d["docid"] for d in docs), shard_size=50_000)
     """
-    from lib.encode import encode, model_identity
+    _check_shard_settings(shard_size, dtype, worker, workers)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    encode_shard, identity = _shard_encoder(model, side, batch_size, encode_fn)
+    manifest_path = directory / manifest_name(worker, workers)
+    manifest = _open_manifest(manifest_path, {"model": identity, "side": side, "shard_size": shard_size,
+                                              "dtype": dtype}, workers)
+    progress = tqdm(total=math.ceil(n_texts / shard_size) if n_texts else None, unit="shard",
+                    desc=f"encoding shards ({directory.name})", disable=not show_progress)
+    n_rows, n_shards, encoded, skipped = 0, 0, 0, 0
+    for index, start, chunk, chunk_ids in _shards(texts, ids, shard_size):
+        key = fingerprint(chunk, chunk_ids)
+        entry = manifest["shards"].get(str(index))
+        if index % workers != worker:
+            pass                                      # another worker's shard
+        elif entry and entry["fingerprint"] == key and entry["start"] == start and _shard_is_intact(directory, entry):
+            skipped += 1
+        else:
+            embeddings = _shard_embeddings(encode_shard, chunk, index, manifest)
+            manifest["shards"][str(index)] = _write_shard(directory, index, start, key, embeddings, chunk_ids, dtype)
+            write_json(manifest_path, manifest)
+            encoded += 1
+        progress.update(1)
+        n_rows, n_shards = start + len(chunk), index + 1
+    progress.close()
+    _close_manifest(manifest_path, manifest, n_rows, n_shards, encoded, skipped)
+    return ShardedEmbeddings.open(directory)
 
+
+def _check_shard_settings(shard_size: int, dtype: str, worker: int, workers: int) -> None:
     if shard_size < 1:
         raise CorpusError(f"shard_size={shard_size}: expected a positive number of rows per shard")
     if dtype not in ("float32", "float16"):
         raise CorpusError(f"dtype={dtype!r}: expected 'float32' or 'float16'")
     if not 0 <= worker < workers:
         raise CorpusError(f"worker={worker} of workers={workers}: expected 0 <= worker < workers")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if encode_fn is None:
-        def encode_fn(chunk):
-            return encode(model, chunk, side, batch_size=batch_size, cache=False, show_progress_bar=False)
-        identity = fingerprint(model_identity(model.backbone))
-    else:
-        identity = fingerprint(getattr(encode_fn, "__qualname__", "custom"))
-    settings = {"model": identity, "side": side, "shard_size": shard_size, "dtype": dtype}
 
-    manifest_path = directory / manifest_name(worker, workers)
-    if manifest_path.is_file():
-        manifest = read_json(manifest_path)
-        old = {key: manifest.get(key, SETTING_DEFAULTS.get(key)) for key in settings}
-        if old != settings:
-            raise CorpusError(
-                f"{directory} holds embeddings made with {old}, not {settings}: use another directory "
-                "for another model/side/shard size, or delete this one to start over")
-    else:
-        manifest = {**settings, "dim": None, "shards": {}, "complete": False, "workers": workers}
+
+def _shard_encoder(model, side: str, batch_size: int, encode_fn=None):
+    """``(texts -> embeddings, identity)``: the model's ``side`` encoder, or ``encode_fn`` as given;
+    the identity (fingerprint of the model, or of ``encode_fn``'s name) goes into the manifest."""
+    if encode_fn is not None:
+        return encode_fn, fingerprint(getattr(encode_fn, "__qualname__", "custom"))
+
+    def encode_shard(texts):
+        return encode(model, texts, side, batch_size=batch_size, cache=False, show_progress_bar=False)
+    return encode_shard, fingerprint(model_identity(model.backbone))
+
+
+def _open_manifest(path: Path, settings: dict[str, Any], workers: int) -> dict[str, Any]:
+    """The manifest to resume (refused if made with other settings), or a new empty one."""
+    if not path.is_file():
+        return {**settings, "dim": None, "shards": {}, "complete": False, "workers": workers}
+    manifest = read_json(path)
+    old = {key: manifest.get(key, SETTING_DEFAULTS.get(key)) for key in settings}
+    if old != settings:
+        raise CorpusError(
+            f"{path.parent} holds embeddings made with {old}, not {settings}: use another directory "
+            "for another model/side/shard size, or delete this one to start over")
     manifest["complete"] = False
+    return manifest
 
+
+def _shards(texts: Iterable[str], ids: Iterable[str] | None,
+            shard_size: int) -> Iterator[tuple[int, int, list[str], list[str] | None]]:
+    """``(shard number, first row, texts, ids or None)`` of each shard, read lazily; one id per text."""
     id_iter = iter(ids) if ids is not None else None
     text_iter = iter(texts)
-    total_shards = math.ceil(n_texts / shard_size) if n_texts else None
-    progress = tqdm(total=total_shards, desc=f"encoding shards ({directory.name})", unit="shard",
-                    disable=not show_progress)
-    start, index, encoded, skipped = 0, 0, 0, 0
-    while True:
+    start = 0
+    for index in itertools.count():
         chunk = list(itertools.islice(text_iter, shard_size))
         if not chunk:
             break
@@ -245,257 +261,44 @@ def encode_corpus(model, texts: Iterable[str], directory: str | Path, ids: Itera
             chunk_ids = [str(i) for i in itertools.islice(id_iter, len(chunk))]
             if len(chunk_ids) != len(chunk):
                 raise CorpusError(f"ids ran out at row {start + len(chunk_ids)}: give one id per text")
-        key = fingerprint(chunk, chunk_ids)
-        entry = manifest["shards"].get(str(index))
-        if index % workers != worker:
-            pass                                      # another worker's shard
-        elif entry and entry["fingerprint"] == key and entry["start"] == start and _shard_is_intact(directory, entry):
-            skipped += 1
-        else:
-            embeddings = np.ascontiguousarray(encode_fn(chunk), dtype=np.float32)
-            if embeddings.shape[0] != len(chunk):
-                raise CorpusError(f"encoder returned {embeddings.shape[0]} rows for {len(chunk)} texts")
-            if manifest["dim"] not in (None, embeddings.shape[1]):
-                raise CorpusError(f"shard {index} has dim {embeddings.shape[1]}, earlier shards {manifest['dim']}")
-            manifest["dim"] = int(embeddings.shape[1])
-            entry = {"index": index, "file": shard_name(index), "start": start, "stop": start + len(chunk),
-                     "fingerprint": key}
-            with atomic_path(directory / entry["file"]) as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, embeddings.astype(dtype, copy=False))
-            if chunk_ids is not None:
-                entry["ids_file"] = shard_name(index).replace(".npy", ".ids.json")
-                with atomic_path(directory / entry["ids_file"]) as tmp:
-                    tmp.write_text(json.dumps(chunk_ids, ensure_ascii=False), encoding="utf-8")
-            manifest["shards"][str(index)] = entry
-            write_json(manifest_path, manifest)
-            encoded += 1
-        progress.update(1)
+        yield index, start, chunk, chunk_ids
         start += len(chunk)
-        index += 1
-    progress.close()
     if id_iter is not None and next(id_iter, None) is not None:
         raise CorpusError(f"more ids than texts ({start} texts): give one id per text")
-    stale = [k for k in manifest["shards"] if int(k) >= index]
-    for k in stale:  # the corpus got shorter: drop shards beyond its end
-        manifest["shards"].pop(k)
-    manifest.update(complete=True, n_rows=start, n_shards=index, encoded_last_run=encoded,
+
+
+def _shard_embeddings(encode_shard, chunk: list[str], index: int, manifest: dict[str, Any]) -> np.ndarray:
+    """Encode one shard as float32 rows, checked against its texts and the dim of earlier shards
+    (recorded in ``manifest["dim"]``)."""
+    embeddings = np.ascontiguousarray(encode_shard(chunk), dtype=np.float32)
+    if embeddings.shape[0] != len(chunk):
+        raise CorpusError(f"encoder returned {embeddings.shape[0]} rows for {len(chunk)} texts")
+    if manifest["dim"] not in (None, embeddings.shape[1]):
+        raise CorpusError(f"shard {index} has dim {embeddings.shape[1]}, earlier shards {manifest['dim']}")
+    manifest["dim"] = int(embeddings.shape[1])
+    return embeddings
+
+
+def _write_shard(directory: Path, index: int, start: int, key: str, embeddings: np.ndarray,
+                 chunk_ids: list[str] | None, dtype: str) -> dict[str, Any]:
+    """Write a shard's rows (and ids) atomically; return its manifest entry."""
+    entry = {"index": index, "file": shard_name(index), "start": start, "stop": start + len(embeddings),
+             "fingerprint": key}
+    with atomic_path(directory / entry["file"]) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, embeddings.astype(dtype, copy=False))
+    if chunk_ids is not None:
+        entry["ids_file"] = shard_name(index).replace(".npy", ".ids.json")
+        with atomic_path(directory / entry["ids_file"]) as tmp:
+            tmp.write_text(json.dumps(chunk_ids, ensure_ascii=False), encoding="utf-8")
+    return entry
+
+
+def _close_manifest(path: Path, manifest: dict[str, Any], n_rows: int, n_shards: int,
+                    encoded: int, skipped: int) -> None:
+    """Mark the manifest complete; shards beyond the end of a corpus that got shorter are dropped."""
+    for stale in [k for k in manifest["shards"] if int(k) >= n_shards]:
+        manifest["shards"].pop(stale)
+    manifest.update(complete=True, n_rows=n_rows, n_shards=n_shards, encoded_last_run=encoded,
                     skipped_last_run=skipped)
-    write_json(manifest_path, manifest)
-    return ShardedEmbeddings.open(directory)
-
-
-# --------------------------------------------------------------------------------------------
-# Index types
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class IndexParams:
-    """Which faiss index and its knobs. ``None`` knobs get defaults from the corpus size
-    (``resolved(n)``): ``nlist = 4 * sqrt(n)`` (faiss guideline: 4-16 sqrt(n)), ``nprobe = nlist/16``
-    (at least 16), ``pq_m = 48`` sub-quantisers of 8 bits (48 bytes per 384-dim vector),
-    HNSW ``M = 32``, ``efConstruction = 80``, ``efSearch = 128``."""
-
-    kind: str = "flat"
-    nlist: int | None = None
-    nprobe: int | None = None
-    pq_m: int = 48
-    pq_nbits: int = 8
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
-    train_size: int | None = None   # rows sampled for k-means / PQ training (default 64 * nlist, <= n)
-    seed: int = 0
-    device: str = "auto"            # auto | cpu | gpu
-    gpu_float16: bool = False       # flat/ivf on GPU: store vectors in fp16 (half the memory)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.kind not in INDEX_TYPES:
-            raise CorpusError(f"index kind {self.kind!r}: expected one of {INDEX_TYPES}")
-        if self.device not in ("auto", "cpu", "gpu"):
-            raise CorpusError(f"device {self.device!r}: expected auto, cpu or gpu")
-
-    def resolved(self, n: int) -> "IndexParams":
-        params = IndexParams(**asdict(self))
-        if params.kind in ("ivf", "ivfpq"):
-            if params.nlist is None:
-                params.nlist = max(1, min(int(4 * math.sqrt(max(n, 1))), max(1, n // 39)))
-            if params.nprobe is None:
-                params.nprobe = max(1, min(params.nlist, max(16, params.nlist // 16)))
-            if params.train_size is None:
-                params.train_size = min(n, 64 * params.nlist)
-        return params
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def use_gpu(params: IndexParams) -> bool:
-    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if params.device == "gpu" and gpus == 0:
-        raise CorpusError("device='gpu' but faiss sees no GPU: install faiss-gpu or use device='auto'")
-    return params.device != "cpu" and gpus > 0 and params.kind != "hnsw"
-
-
-def make_index(dim: int, params: IndexParams) -> faiss.Index:
-    """An empty (untrained) CPU index of ``params.kind`` for ``dim``-dimensional rows."""
-    if params.kind == "flat":
-        return faiss.IndexFlatIP(dim)
-    if params.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = params.ef_construction
-        index.hnsw.efSearch = params.ef_search
-        return index
-    if params.nlist is None:
-        raise CorpusError(f"{params.kind} needs nlist: call params.resolved(n_rows) first")
-    quantizer = faiss.IndexFlatIP(dim)
-    if params.kind == "ivf":
-        index = faiss.IndexIVFFlat(quantizer, dim, params.nlist, faiss.METRIC_INNER_PRODUCT)
-    else:
-        if dim % params.pq_m:
-            raise CorpusError(f"pq_m={params.pq_m} must divide the dimension {dim}")
-        index = faiss.IndexIVFPQ(quantizer, dim, params.nlist, params.pq_m, params.pq_nbits,
-                                 faiss.METRIC_INNER_PRODUCT)
-    index.own_fields = True
-    quantizer.this.disown()
-    index.nprobe = params.nprobe
-    return index
-
-
-def _to_gpu(index: faiss.Index, params: IndexParams) -> faiss.Index:
-    options = faiss.GpuMultipleClonerOptions()
-    options.shard = True
-    options.useFloat16 = params.gpu_float16
-    return faiss.index_cpu_to_all_gpus(index, co=options)
-
-
-def set_search_params(index: faiss.Index, params: IndexParams) -> None:
-    """Apply ``nprobe`` / ``efSearch`` to a built index (CPU or GPU)."""
-    if params.kind in ("ivf", "ivfpq") and params.nprobe:
-        try:
-            faiss.ParameterSpace().set_index_parameter(index, "nprobe", params.nprobe)
-        except (RuntimeError, AttributeError):
-            faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", params.nprobe)
-    if params.kind == "hnsw":
-        faiss.downcast_index(index).hnsw.efSearch = params.ef_search
-
-
-def build_index(corpus: ShardedEmbeddings | np.ndarray, params: IndexParams | str = "flat",
-                show_progress: bool = True) -> tuple[faiss.Index, dict[str, Any]]:
-    """Train (ivf, ivfpq) and fill an index from a sharded corpus or an in-memory array.
-
-    Returns the index and a record of what was built: resolved parameters, device, train and
-    add seconds. Training rows are drawn uniformly with ``params.seed``.
-    """
-    if isinstance(params, str):
-        params = IndexParams(params)
-    if isinstance(corpus, np.ndarray):
-        array = np.ascontiguousarray(corpus, dtype=np.float32)
-        n, dim = array.shape
-        shards = [(0, array)]
-
-        def sample(count, seed):
-            rows = np.sort(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False))
-            return array[rows]
-    else:
-        n, dim = corpus.ntotal, corpus.dim
-        shards = corpus.iter_shards()
-        sample = corpus.sample
-    if n == 0:
-        raise CorpusError("cannot index an empty corpus")
-    params = params.resolved(n)
-    index = make_index(dim, params)
-    gpu = use_gpu(params)
-    if gpu:
-        index = _to_gpu(index, params)
-    record = {"params": params.as_dict(), "device": "gpu" if gpu else "cpu", "n": n, "dim": dim}
-    start = time.perf_counter()
-    if params.kind in ("ivf", "ivfpq"):
-        if params.train_size < params.nlist:
-            raise CorpusError(f"train_size={params.train_size} < nlist={params.nlist}: lower nlist")
-        index.train(sample(params.train_size, params.seed))
-    record["train_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    progress = tqdm(total=n, desc=f"adding to {params.kind} index", unit="vec", disable=not show_progress)
-    for _, array in shards:
-        for offset in range(0, len(array), 100_000):
-            block = np.ascontiguousarray(array[offset:offset + 100_000], dtype=np.float32)
-            index.add(block)
-            progress.update(len(block))
-    progress.close()
-    record["add_s"] = time.perf_counter() - start
-    set_search_params(index, params)
-    return index, record
-
-
-def search(index: faiss.Index, queries: np.ndarray, k: int = 100, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` inner products and row ids for each query row (ids are -1 where fewer exist)."""
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    k = min(k, index.ntotal)
-    scores, rows = [], []
-    for start in range(0, len(queries), batch):
-        s, r = index.search(queries[start:start + batch], k)
-        scores.append(s)
-        rows.append(r)
-    if not scores:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    return np.concatenate(scores), np.concatenate(rows)
-
-
-def _merge_top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` of each row of ``scores`` (descending; ties by row id)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.tile(np.arange(scores.shape[1]), (len(scores), 1))
-    top_scores = np.take_along_axis(scores, part, axis=1)
-    top_rows = np.take_along_axis(rows, part, axis=1)
-    order = np.lexsort((top_rows, -top_scores), axis=1)
-    return np.take_along_axis(top_scores, order, axis=1), np.take_along_axis(top_rows, order, axis=1)
-
-
-def exact_search_shards(store: ShardedEmbeddings, queries: np.ndarray, k: int = 100,
-                        show_progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` inner-product search that streams the memory-mapped shards: the ``flat``
-    result with memory bounded by one shard (a corpus larger than RAM can be searched exactly).
-
-        scores, rows = exact_search_shards(ShardedEmbeddings.open("corpus/en"), query_embeddings)
-    """
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
-    for start, array in tqdm(list(store.iter_shards()), desc="exact search over shards", unit="shard",
-                             disable=not show_progress):
-        scores = queries @ np.asarray(array, dtype=np.float32).T
-        rows = np.broadcast_to(np.arange(start, start + len(array), dtype=np.int64), scores.shape)
-        best_scores, best_rows = _merge_top_k(np.hstack([best_scores, scores]), np.hstack([best_rows, rows]), k)
-    return best_scores, best_rows
-
-
-def rerank(vectors: ShardedEmbeddings | np.ndarray, queries: np.ndarray, candidate_rows: np.ndarray,
-           k: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner products of each query with its approximate candidates (e.g. ivfpq's top 1000,
-    read back from the shards), best ``k`` kept: recovers most of what product quantisation lost.
-    Candidate ids of -1 (fewer hits than asked) are dropped."""
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    valid = candidate_rows >= 0
-    safe = np.where(valid, candidate_rows, 0)
-    candidates = vectors.rows(safe) if isinstance(vectors, ShardedEmbeddings) else \
-        np.asarray(vectors[safe], dtype=np.float32)
-    scores = np.einsum("qd,qcd->qc", queries, candidates)
-    scores = np.where(valid, scores, -np.inf).astype(np.float32)
-    return _merge_top_k(scores, np.where(valid, candidate_rows, -1).astype(np.int64), k)
-
-
-def index_bytes(index: faiss.Index) -> int:
-    """Serialised size of a CPU index (a GPU index is copied back to the CPU first)."""
-    if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
-        index = faiss.index_gpu_to_cpu(index)
-    return int(faiss.serialize_index(index).size)
-
-
-def recall_against(exact_rows: np.ndarray, approx_rows: np.ndarray, k: int | None = None) -> float:
-    """Recall@k of an approximate top-k against exact top-k: mean |approx ∩ exact| / k."""
-    k = k or exact_rows.shape[1]
-    hits = [len(np.intersect1d(e[:k], a[:k])) for e, a in zip(exact_rows, approx_rows)]
-    return float(np.mean(hits) / k)
+    write_json(path, manifest)

@@ -27,21 +27,6 @@ METRICS_BY_SETTING = {
 }
 
 
-def average_precision(ranks) -> float:
-    """AP of one query from the ranks of its relevant items: ``average_precision([1, 3]) == (1 + 2/3)/2``."""
-    ranks = np.sort(np.asarray(ranks, dtype=float))
-    if ranks.size == 0:
-        raise ValueError("average precision needs at least one relevant item")
-    return float(np.mean(np.arange(1, ranks.size + 1) / ranks))
-
-
-def average_precision_at(ranks, cutoff: int = 20) -> float:
-    """XTREME-R's AP@k: precision at each relevant hit within the top k, over min(R, k)."""
-    ranks = np.sort(np.asarray(ranks, dtype=float))
-    hits = np.arange(1, ranks.size + 1) / ranks
-    return float(hits[ranks <= cutoff].sum() / min(ranks.size, cutoff))
-
-
 def per_query_metrics(ranks: pd.DataFrame) -> pd.DataFrame:
     """Per-query AP, AP@20, R@1, R@10 and rank distance from a long table of relevant ranks.
 

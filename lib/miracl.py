@@ -39,10 +39,17 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import ir_measures
 import pandas as pd
+from huggingface_hub import hf_hub_download
 
+from lib.backbones import load_model
+from lib.corpus import encode_corpus
 from lib.data import DataError
-from lib.io import cache_dir, fingerprint, outputs_dir
+from lib.encode import encode, model_identity
+from lib.indexes import INDEX_TYPES, IndexParams, build_index, rerank as rerank_exact, search
+from lib.io import cache_dir, fingerprint, outputs_dir, run_dir, write_text
+from lib.results import Evaluation, EvaluationRequest, register_evaluator, write_evaluation
 
 MIRACL_REPO = "miracl/miracl"
 MIRACL_REVISION = "5be20db9509754dadad47689368639fcec739c00"
@@ -77,8 +84,6 @@ def miracl_root(data_dir: str | os.PathLike | None = None) -> Path | None:
 
 def _hub_file(repo_id: str, filename: str, revision: str) -> Path:
     try:
-        from huggingface_hub import hf_hub_download
-
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset", revision=revision,
                                     cache_dir=cache_dir() / "huggingface"))
     except Exception as error:  # network, missing file, gated repo: one message that says what to do
@@ -199,8 +204,6 @@ def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
     Aggregates are ir_measures' (trec_eval): the mean over queries that have qrels; a judged
     query the run does not answer counts as 0 (it is added to the run with no passages).
     """
-    import ir_measures
-
     measures = [ir_measures.parse_measure(m) for m in MEASURES]
     run = {qid: docs for qid, docs in run.items()}
     missing = [qid for qid in qrels if not run.get(qid)]
@@ -228,23 +231,19 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
                     index: str = "flat", index_params=None, k: int = 100, batch_size: int = 64,
                     shard_size: int = 50_000, split: str = "dev", work_dir: str | os.PathLike | None = None,
                     revision: str = MIRACL_REVISION, corpus_revision: str = CORPUS_REVISION,
-                    rerank: int | None = None, store_dtype: str = "float32"):
-    """Dense retrieval on MIRACL per language -> ``lib.evaluate.Evaluation``.
+                    rerank: int | None = None, store_dtype: str = "float32") -> Evaluation:
+    """Dense retrieval on MIRACL per language -> ``lib.results.Evaluation``.
 
     ``summary``: ``ndcg@10_{mean,median}``, ``recall@100_{mean,median}`` over languages and
     ``n_languages``; ``per_language``: one row per language (queries, passages, both metrics,
     index type and build times); ``per_query``: ``lang, qid, ndcg@10, recall@100``. Corpus
     embeddings persist in resumable shards under ``work_dir`` (default
     ``outputs/cache/miracl/<backbone>-<key>/<lang>``), so a killed run resumes where it stopped.
-    ``index_params`` (``lib.corpus.IndexParams``) overrides ``index`` with explicit knobs;
+    ``index_params`` (``lib.indexes.IndexParams``) overrides ``index`` with explicit knobs;
     ``rerank=1000`` takes that many candidates from an approximate index and re-scores them
-    exactly from the stored embeddings (``lib.corpus.rerank``); ``store_dtype="float16"`` halves
+    exactly from the stored embeddings (``lib.indexes.rerank``); ``store_dtype="float16"`` halves
     the disk used by the embeddings.
     """
-    from lib.corpus import IndexParams, build_index, encode_corpus, rerank as rerank_exact, search
-    from lib.encode import encode, model_identity
-    from lib.evaluate import Evaluation
-
     params = index_params if index_params is not None else IndexParams(index)
     languages = [_check_language(lang) for lang in languages]
     if not languages:
@@ -296,14 +295,17 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
                       per_query=pd.concat(per_query_tables, ignore_index=True), timings=timings)
 
 
+@register_evaluator("miracl")
+def _evaluate_miracl_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
+    """``lib.evaluate.run_evaluation``'s MIRACL: the paper's 15 languages unless ``languages``."""
+    evaluation = evaluate_miracl(model, request.languages or PAPER_LANGUAGES, data_dir=request.data_dir,
+                                 index=request.index, batch_size=request.batch_size)
+    return evaluation, {"languages": request.languages, "index": request.index}
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m lib.miracl --backbone me5-small-q4 --languages sw te --index flat``: writes
     ``outputs/<run>/`` (config, versions, metrics, per_language.csv)."""
-    from lib.backbones import load_model
-    from lib.corpus import INDEX_TYPES
-    from lib.evaluate import write_evaluation
-    from lib.io import run_dir, write_text
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--backbone", default="me5-small-q4")
     parser.add_argument("--run", default=None)

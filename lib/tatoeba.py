@@ -50,8 +50,12 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from lib.backbones import load_model
+from lib.corpus import encode_corpus
 from lib.data import DataError
-from lib.io import atomic_path, cache_dir, fingerprint, outputs_dir, sha256_file
+from lib.encode import model_identity
+from lib.io import atomic_path, cache_dir, fingerprint, outputs_dir, run_dir, sha256_file, write_text
+from lib.results import Evaluation, EvaluationRequest, register_evaluator, write_evaluation
 from lib.tatoeba_checksums import TATOEBA_SHA256
 
 TATOEBA_COMMIT = "74bc6ae7ffb7cba670fe0f428d0ede9f666fb821"
@@ -223,18 +227,14 @@ def set_averages(per_language: pd.DataFrame) -> dict[str, float]:
 
 def evaluate_tatoeba(model, languages: Iterable[str] | None = None, data_dir: str | os.PathLike | None = None,
                      batch_size: int = 64, side: str = "query", verify: bool = True,
-                     shard_size: int = 4096, work_dir: str | os.PathLike | None = None):
-    """Tatoeba accuracy in both directions for every requested language -> ``lib.evaluate.Evaluation``.
+                     shard_size: int = 4096, work_dir: str | os.PathLike | None = None) -> Evaluation:
+    """Tatoeba accuracy in both directions for every requested language -> ``lib.results.Evaluation``.
 
     ``summary`` holds ``tatoeba_{all,xtreme,xtreme_r,xquad_r}_{xx_to_eng,eng_to_xx,mean,n_languages}``;
     ``per_language`` one row per language (file code index): iso code, pairs, both accuracies,
     set membership and the sha256 of the two files read. Embeddings go to resumable shards under
     ``work_dir`` (default ``outputs/cache/tatoeba/<backbone>-<key>``).
     """
-    from lib.corpus import encode_corpus
-    from lib.encode import model_identity
-    from lib.evaluate import Evaluation
-
     timings: dict[str, float] = {}
     start = time.perf_counter()
     pairs = load_tatoeba(languages, data_dir, verify)
@@ -270,6 +270,14 @@ def evaluate_tatoeba(model, languages: Iterable[str] | None = None, data_dir: st
     return Evaluation(set_averages(per_language), per_language, timings=timings)
 
 
+@register_evaluator("tatoeba")
+def _evaluate_tatoeba_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
+    """``lib.evaluate.run_evaluation``'s Tatoeba: exact search, every available language unless ``languages``."""
+    evaluation = evaluate_tatoeba(model, languages=request.languages, data_dir=request.data_dir,
+                                  batch_size=request.batch_size)
+    return evaluation, {"languages": request.languages, "index": "exact (lib.tatoeba)"}
+
+
 def summary_table(per_language: pd.DataFrame) -> pd.DataFrame:
     """Accuracy (%) per language set and direction, the table a report shows."""
     rows = []
@@ -284,10 +292,6 @@ def summary_table(per_language: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     """``python -m lib.tatoeba --backbone me5-small-q4 --run tatoeba-me5-small-q4``: writes
     ``outputs/<run>/{config,versions,metrics}.json`` and ``per_language.csv``."""
-    from lib.backbones import load_model
-    from lib.evaluate import write_evaluation
-    from lib.io import run_dir, write_text
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--backbone", default="me5-small-q4")
     parser.add_argument("--run", default=None)
@@ -309,18 +313,9 @@ def main(argv: list[str] | None = None) -> None:
               "batch_size": args.batch_size, "verify": not args.no_verify, "device": str(model.device)}
     write_evaluation(run, evaluation, config)
     write_text(run / "per_language.csv", evaluation.per_language.to_csv())
-    write_text(run / "summary.md", summary_table(evaluation.per_language).round(2).to_markdown()
-               if _has_tabulate() else summary_table(evaluation.per_language).round(2).to_string())
+    write_text(run / "summary.md", summary_table(evaluation.per_language).round(2).to_markdown())
     print(summary_table(evaluation.per_language).round(2).to_string())
     print({k: round(v, 1) for k, v in evaluation.timings.items()})
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Sharded, resumable corpus encoding and the faiss index types (lib.corpus), on random vectors."""
+"""Sharded, resumable corpus encoding and the faiss index types (lib.corpus, lib.indexes), on random vectors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import faiss
 import numpy as np
 import pytest
 
-from lib.corpus import (INDEX_TYPES, CorpusError, IndexParams, ShardedEmbeddings, build_index, encode_corpus,
-                        exact_search_shards, index_bytes, recall_against, rerank, search)
+from lib.corpus import CorpusError, ShardedEmbeddings, encode_corpus
+from lib.indexes import INDEX_TYPES, IndexParams, build_index, index_bytes, recall_against, rerank, search
 from lib.io import read_json, write_json
 
 
@@ -215,16 +215,6 @@ def test_rows_reads_arbitrary_rows_across_shards(tmp_path):
     np.testing.assert_allclose(store.rows(ids), expected()[ids])
     with pytest.raises(CorpusError, match="outside"):
         store.rows(np.array([23]))
-
-
-def test_streamed_exact_search_equals_flat(tmp_path, vectors):
-    data, queries, exact = vectors
-    encode_corpus(None, range(len(data)), tmp_path, shard_size=700, encode_fn=lambda rows: data[rows[0]:rows[-1] + 1])
-    scores, rows = exact_search_shards(ShardedEmbeddings.open(tmp_path), queries, k=10, show_progress=False)
-    index, _ = build_index(data, "flat", show_progress=False)
-    flat_scores, flat_rows = search(index, queries, k=10)
-    np.testing.assert_allclose(scores, flat_scores, atol=1e-5)
-    assert recall_against(flat_rows, rows) == 1.0
 
 
 def test_rerank_recovers_what_product_quantisation_loses(tmp_path, vectors):

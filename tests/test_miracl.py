@@ -10,8 +10,10 @@ import math
 import numpy as np
 import pytest
 
+import lib.corpus
 from lib import miracl
 from lib.data import DataError
+from lib.evaluate import run_evaluation
 from lib.miracl import (annotation_file, corpus_files, evaluate_miracl, iter_corpus, load_miracl_queries,
                         passage_text, read_qrels, read_topics, score_run, summarise_languages)
 
@@ -108,8 +110,6 @@ def test_qrels_of_unknown_queries_are_refused(miracl_dir):
 
 
 def test_the_hub_path_pins_revisions(monkeypatch, tmp_path):
-    import huggingface_hub
-
     calls = []
 
     def fake_download(repo_id, filename, repo_type, revision, cache_dir):
@@ -120,7 +120,7 @@ def test_the_hub_path_pins_revisions(monkeypatch, tmp_path):
         return str(path)
 
     monkeypatch.delenv("MIRACL_DIR", raising=False)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(miracl, "hf_hub_download", fake_download)
     annotation_file("sw", "qrels")
     files = corpus_files("hi")
     assert calls[0] == ("miracl/miracl", "miracl-v1.0-sw/qrels/qrels.miracl-v1.0-sw-dev.tsv", "dataset",
@@ -167,9 +167,8 @@ def bag_of_words(model, texts, side, batch_size=64, cache=True, show_progress_ba
 
 @pytest.mark.parametrize("index", ["flat", "hnsw"])
 def test_evaluate_miracl_end_to_end_with_an_oracle_encoder(monkeypatch, miracl_dir, tiny_model, tmp_path, index):
-    import lib.encode
-
-    monkeypatch.setattr(lib.encode, "encode", bag_of_words)
+    monkeypatch.setattr(lib.corpus, "encode", bag_of_words)      # the passages
+    monkeypatch.setattr(miracl, "encode", bag_of_words)          # the queries
     evaluation = evaluate_miracl(tiny_model, ["sw", "te"], data_dir=miracl_dir, index=index, shard_size=2,
                                  work_dir=tmp_path / "work")
     table = evaluation.per_language
@@ -182,9 +181,8 @@ def test_evaluate_miracl_end_to_end_with_an_oracle_encoder(monkeypatch, miracl_d
 
 
 def test_evaluate_miracl_with_rerank_and_float16_storage(monkeypatch, miracl_dir, tiny_model, tmp_path):
-    import lib.encode
-
-    monkeypatch.setattr(lib.encode, "encode", bag_of_words)
+    monkeypatch.setattr(lib.corpus, "encode", bag_of_words)      # the passages
+    monkeypatch.setattr(miracl, "encode", bag_of_words)          # the queries
     evaluation = evaluate_miracl(tiny_model, ["sw"], data_dir=miracl_dir, index="hnsw", rerank=200,
                                  store_dtype="float16", work_dir=tmp_path / "work")
     assert evaluation.per_language.loc["sw", "ndcg@10"] == pytest.approx(1.0)
@@ -196,3 +194,13 @@ def test_evaluate_miracl_with_the_tiny_backbone(miracl_dir, tiny_model):
     row = evaluation.per_language.loc["te"]
     assert 0.0 <= row["ndcg@10"] <= 1.0 and row["recall@100"] == 1.0        # 3 passages: all in the top 100
     assert set(evaluation.timings) >= {"encode_corpus_s", "index_build_s", "search_s"}
+
+
+def test_run_evaluation_serves_miracl_through_the_registry(miracl_dir):
+    evaluation, path = run_evaluation("tiny", "miracl", languages=["te"], data_dir=str(miracl_dir), device="cpu",
+                                      run="m")
+    config = json.loads((path / "config.json").read_text())
+    assert config["dataset"] == "miracl" and config["index"] == "flat" and config["languages"] == ["te"]
+    assert list(config)[-1] == "index"
+    assert json.loads((path / "metrics.json").read_text())["summary"]["n_languages"] == 1
+    assert evaluation.per_language.loc["te", "recall@100"] == 1.0

@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 
+import lib.corpus
 from lib import tatoeba
 from lib.data import DataError
 from lib.tatoeba import (XQUAD_R_TATOEBA, XTREME_R_TATOEBA, XTREME_TATOEBA, available_languages, evaluate_tatoeba,
@@ -127,9 +128,7 @@ def same_vector_for_translations(model, texts, side, batch_size=64, cache=True, 
 
 
 def test_evaluate_tatoeba_with_an_oracle_encoder(tmp_path, monkeypatch, tiny_model):
-    import lib.encode
-
-    monkeypatch.setattr(lib.encode, "encode", same_vector_for_translations)
+    monkeypatch.setattr(lib.corpus, "encode", same_vector_for_translations)
     folder = write_pairs(tmp_path / "t")
     evaluation = evaluate_tatoeba(tiny_model, data_dir=folder, verify=False, shard_size=4)
     table = evaluation.per_language
