@@ -13,7 +13,7 @@ mismatch); a tensor equal in every model (a frozen word-embedding table, positio
 as it is, so it stays bit-identical; non-floating tensors (integer buffers) are copied from the
 first model, never averaged. The sum is taken in float64 and cast back, so ``lam = 0`` gives the
 zero-shot weights and ``lam = 1`` the fine-tuned weights exactly. The result is written by
-``lib.train.save_model`` as an ordinary model folder (``SentenceTransformer(path)`` loads it,
+``lib.checkpoint.save_model`` as an ordinary model folder (``SentenceTransformer(path)`` loads it,
 ``lib.backbones.load_model(path)`` too) whose ``backbone.json`` records what was merged.
 
     wise_ft("me5-small-q4", "outputs/train-mono-s0/model", lam=0.5, path="outputs/wise-mono-s0-0.5/model")
@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 import torch
 
 from lib.backbones import load_model
-from lib.train import save_model
+from lib.checkpoint import save_model
 
 State = Mapping[str, torch.Tensor]
 ENCODING_SETTINGS = ("pooling", "normalize", "query_prefix", "passage_prefix", "max_query_length",

@@ -19,7 +19,7 @@ FROZEN = "0.model.embeddings.word_embeddings.weight"
 def fine_tuned(tiny_model, tmp_path_factory):
     """The tiny model with every parameter but the (frozen) word embeddings moved, saved and reloaded."""
     from lib.backbones import load_model
-    from lib.train import save_model
+    from lib.checkpoint import save_model
 
     model = copy.deepcopy(tiny_model)
     generator = torch.Generator().manual_seed(0)
