@@ -1,8 +1,8 @@
 """The import structure of lib/: no cycles and no upward imports, against the declared layers.
 
-``lib.LAYERS`` lists the layers bottom-up; a module may import modules of its own layer or of a
-lower one, never of a higher one, and the import graph (imports inside functions included) has
-no cycle. A new module must be given a layer there (and in docs/architecture.md).
+``lib.LAYERS`` lists the layers bottom-up, and within a layer the modules in the order of the flow;
+a module may import modules of a lower layer, or of its own layer listed before it, never one
+above it, and the import graph (imports inside functions included) has no cycle. A new module must be given a layer there (and in docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ def _lib_imports(path: Path) -> set[str]:
 
 def _layer_of() -> dict[str, int]:
     return {module: level for level, (_, modules) in enumerate(lib.LAYERS) for module in modules}
+
+
+def _position() -> dict[str, tuple[int, int]]:
+    """(layer, place within the layer) of every declared module: the declared order."""
+    return {module: (level, place) for level, (_, modules) in enumerate(lib.LAYERS)
+            for place, module in enumerate(modules)}
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -78,12 +84,22 @@ def test_no_import_cycle():
     assert find_cycle(import_graph()) is None, f"import cycle: {' -> '.join(find_cycle(import_graph()))}"
 
 
+def upward_imports(graph: dict[str, set[str]], position: dict[str, tuple[int, int]]) -> list[str]:
+    return [f"{m} {position[m]} imports {t} {position[t]}"
+            for m, targets in graph.items() for t in sorted(targets)
+            if m in position and t in position and position[t] > position[m]]
+
+
+def test_upward_import_finder_finds_a_planted_one():
+    position = {"io": (0, 0), "data": (1, 0), "sampling": (1, 1)}
+    assert upward_imports({"io": {"data"}, "data": set(), "sampling": {"data"}}, position) == [
+        "io (0, 0) imports data (1, 0)"]
+    assert upward_imports({"data": {"sampling"}}, position) == ["data (1, 0) imports sampling (1, 1)"]
+
+
 def test_no_upward_import():
-    layers = _layer_of()
-    upward = [f"{m} (layer {layers[m]}) imports {t} (layer {layers[t]})"
-              for m, targets in import_graph().items() for t in sorted(targets)
-              if m in layers and t in layers and layers[t] > layers[m]]
-    assert not upward, "upward imports:\n" + "\n".join(upward)
+    upward = upward_imports(import_graph(), _position())
+    assert not upward, "imports against the declared order (layer, place):\n" + "\n".join(upward)
 
 
 @pytest.mark.parametrize("graph, cycle", [
