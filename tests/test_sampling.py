@@ -17,10 +17,10 @@ import pytest
 from torch.utils.data import DataLoader
 
 from lib.data import ParallelGroup
+from lib.batch_composition import batch_composition, batch_summary, composition_overview, language_pair_counts
 from lib.sampling import (SAMPLERS, CrossLingualBatchSampler, EnglishBatchSampler, HybridBatchSampler,
                           MixedLanguageBatchSampler, MonolingualBatchSampler, PairDataset, PairIndex,
-                          SamplingError, batch_composition, batch_summary, build_sampler,
-                          composition_overview, language_pair_counts)
+                          SamplingError, build_sampler)
 
 LANGUAGES = ["ar", "de", "en", "es", "hi", "vi", "zh"]
 
@@ -388,8 +388,8 @@ def test_batch_composition_and_summaries(groups):
 
 
 def test_composition_figures_and_checks(groups):
-    from lib.sampling import (batch_kinds_figure, composition_checks, language_pair_figure, mono_batch_languages,
-                              mono_language_figure, monolingual_share_figure)
+    from lib.batch_composition import (batch_kinds_figure, composition_checks, language_pair_figure,
+                                       mono_batch_languages, mono_language_figure, monolingual_share_figure)
 
     table = pd.concat([batch_composition(build_sampler(name, groups, 8, alpha=0.5), groups, 40)
                        for name in ("mono", "cross", "hybrid")], ignore_index=True)
