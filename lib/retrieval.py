@@ -65,6 +65,24 @@ def _pad(rows: list[np.ndarray]) -> np.ndarray:
     return padded
 
 
+def count_above(scores: torch.Tensor, probes: torch.Tensor, column_group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """(rows, probes, groups): how many columns of each group score strictly above each probe.
+
+    Finds, for every score, how many probes of its row lie strictly below it (``searchsorted``
+    among the row's sorted probes), then takes one histogram of (row, group, #probes below):
+    about twice as fast as one comparison per probe and group.
+    """
+    rows, n_probes = probes.shape
+    sorted_probes, order = probes.sort(dim=1)
+    below = torch.searchsorted(sorted_probes, scores)
+    bins = n_groups * (n_probes + 1)
+    key = (torch.arange(rows)[:, None] * bins + column_group[None, :] * (n_probes + 1)) + below
+    histogram = torch.bincount(key.view(-1), minlength=rows * bins).view(rows, n_groups, n_probes + 1)
+    above_sorted = histogram.flip(2).cumsum(2).flip(2)[:, :, 1:]      # scores above the j-th smallest probe
+    above = torch.empty_like(above_sorted).scatter_(2, order[:, None, :].expand_as(above_sorted), above_sorted)
+    return above.transpose(1, 2)
+
+
 def score_pools(queries: np.ndarray, candidates: np.ndarray, relevant: list[np.ndarray],
                 candidate_groups: np.ndarray, query_groups: np.ndarray, k: int = 10,
                 chunk: int = 1024) -> PoolScores:
@@ -80,6 +98,7 @@ def score_pools(queries: np.ndarray, candidates: np.ndarray, relevant: list[np.n
     position[order] = np.arange(len(order))
     query_group = np.searchsorted(groups, query_groups)
     pool = torch.from_numpy(np.ascontiguousarray(candidates[order], dtype=np.float32))
+    column_group = torch.from_numpy(candidate_group[order])
     padded = _pad(relevant)
     k = min(k, len(order))
     above = np.zeros((*padded.shape, len(groups)), dtype=np.int64)
@@ -102,8 +121,7 @@ def score_pools(queries: np.ndarray, candidates: np.ndarray, relevant: list[np.n
             wrong_same = best.gather(1, own)[:, 0]
             wrong_other = best.scatter(1, own, -torch.inf).amax(dim=1)
             probes = torch.cat([probes, wrong_same[:, None], wrong_other[:, None]], dim=1)
-            counts = torch.stack([(scores[:, None, a:b] > probes[:, :, None]).sum(dim=2)
-                                  for a, b in zip(bounds[:-1], bounds[1:])], dim=2).numpy()
+            counts = count_above(scores, probes, column_group, len(groups)).numpy()
             above[start:stop] = counts[:, :-2]
             wrong[start:stop] = probes[:, -2:].numpy()
             wrong_rank[start:stop] = 1 + counts[:, -2:].sum(axis=2)
