@@ -5,7 +5,7 @@ language; each translation of the answer is relevant), per query, then averaged 
 language and macro-averaged over query languages (as ``lib.metrics``). For a query ``q`` in
 language ``X`` with relevant items ``R(q)`` (its answer sentence in each language where its id
 exists), ranks are 1-based positions in the full ranking of the pool, and
-``rank(s) = 1 + #{candidates scoring strictly above s}``:
+``rank(s) = 1 + #{candidates scoring strictly above s}`` (ties optimistic, as ``lib.retrieval``):
 
 * **rank distance** (the paper's bias measure) ``= max_{r in R} rank(r) - min_{r in R} rank(r)``.
 * **same-language first**: the relevant item in ``X`` is the best-ranked relevant item. A
@@ -26,7 +26,8 @@ exists), ranks are 1-based positions in the full ranking of the pool, and
 Rank distance, same-language first and strong alignment need only ``ranks.parquet`` (relevant
 ranks). The distractor and the top-k shares need the scores of irrelevant candidates too:
 :func:`multilingual_neighbours` computes them from the question and candidate embeddings (the
-evaluation's cached embeddings: :func:`run_embeddings` re-encodes only on a cache miss). When
+evaluation's cached embeddings: :func:`run_embeddings` re-encodes only on a cache miss), from
+the same pass over the pool that ranks the relevant items (``lib.retrieval.score_lareqa``). When
 an evaluation run already holds ``neighbours.parquet`` and ``alignment.parquet`` (the same
 tables, written by the evaluation), they are read instead.
 
@@ -46,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from lib.io import atomic_path, outputs_dir, read_json, run_dir, write_json, write_provenance
+from lib.retrieval import PoolScores, score_lareqa
 
 NEIGHBOURS_FILE = "neighbours.parquet"
 ALIGNMENT_FILE = "alignment.parquet"
@@ -131,96 +133,42 @@ class Neighbours:
     alignment: pd.DataFrame
 
 
-def _ranks_of(scores: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``1 + #{candidates scoring strictly above value}`` per row; NaN where the value is -inf (none)."""
-    ranks = 1.0 + np.count_nonzero(scores > values[:, None], axis=1)
-    return np.where(np.isfinite(values), ranks, np.nan)
-
-
-def multilingual_neighbours(dataset, question_embeddings: np.ndarray, candidate_embeddings: np.ndarray,
-                            k: int = 10, chunk: int = 512, progress: bool = True) -> Neighbours:
+def multilingual_neighbours(dataset, question_embeddings: np.ndarray | None = None,
+                            candidate_embeddings: np.ndarray | None = None, k: int = 10,
+                            scored: PoolScores | None = None) -> Neighbours:
     """Top-``k`` candidates and the best irrelevant candidates of every multilingual query.
 
-    Exact search by matrix product (embeddings are L2-normalised: inner product = cosine), in
-    chunks of ``chunk`` queries; ties in the top-k are broken by candidate row. XQuAD-R in full
-    (13,090 queries x 13,014 candidates) takes seconds on two CPU cores.
+    From one exact pass over the pool (``lib.retrieval.score_lareqa``; ranks count the candidates
+    scoring strictly above, ties in the top-k by candidate row). Pass ``scored`` (computed with
+    at least this ``k``) to reuse the pass that ranked the relevant items.
 
         neighbours = multilingual_neighbours(dataset, questions, candidates, k=10)
         neighbours.alignment.same_language_distractor.mean()
     """
-    from tqdm.auto import tqdm
-
-    questions, candidates = dataset.questions, dataset.candidates
-    question_embeddings = np.asarray(question_embeddings, dtype=np.float32)
-    candidate_embeddings = np.asarray(candidate_embeddings, dtype=np.float32)
-    if len(question_embeddings) != len(questions) or len(candidate_embeddings) != len(candidates):
-        raise ValueError(
-            f"embeddings do not match the dataset: {len(question_embeddings)} question rows for "
-            f"{len(questions)} questions, {len(candidate_embeddings)} candidate rows for "
-            f"{len(candidates)} candidates; encode dataset.questions.text and dataset.candidates.text")
-    n_candidates = len(candidates)
-    k = int(min(k, n_candidates))
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    answers = dataset.answers_by_qid()
-    candidate_lang = candidates.lang.to_numpy()
-    candidate_ids = candidates.cid.to_numpy() if "cid" in candidates else np.arange(n_candidates).astype(str)
-    query_lang = questions.lang.to_numpy()
-    qids = questions.qid.to_numpy()
-    n_queries = len(questions)
-
-    # relevant candidates per query as a padded matrix (-1 = none): column 0 the query's own language
-    width = max(len(answers[q]) for q in qids) if n_queries else 1
-    relevant = np.full((n_queries, width), -1, dtype=np.int64)
-    for i, (qid, x) in enumerate(zip(qids, query_lang)):
-        by_lang = answers[qid]
-        relevant[i, 0] = by_lang[x]
-        others = [row for lang, row in by_lang.items() if lang != x]
-        relevant[i, 1:1 + len(others)] = others
-    pools = {lang: np.flatnonzero(candidate_lang == lang) for lang in np.unique(candidate_lang)}
-    outside = {lang: np.flatnonzero(candidate_lang != lang) for lang in pools}
-
-    columns = {name: np.full(n_queries, np.nan) for name in
-               ("same_language_rank", "best_other_rank", "wrong_same_language_rank", "wrong_other_language_rank")}
-    top = np.empty((n_queries, k), dtype=np.int64)
-    starts = range(0, n_queries, chunk)
-    for start in tqdm(starts, desc="neighbours", disable=not progress, total=len(starts)):
-        stop = min(start + chunk, n_queries)
-        scores = question_embeddings[start:stop] @ candidate_embeddings.T
-        rows = np.arange(stop - start)
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -part_scores), axis=1)
-        top[start:stop] = np.take_along_axis(part, order, axis=1)
-
-        block = relevant[start:stop]
-        valid = block >= 0
-        relevant_scores = np.where(valid, scores[rows[:, None], np.maximum(block, 0)], -np.inf)
-        best_other = relevant_scores[:, 1:].max(axis=1) if width > 1 else np.full(len(rows), -np.inf)
-        masked = scores.copy()
-        masked[np.repeat(rows, valid.sum(axis=1)), block[valid]] = -np.inf
-        wrong_same = np.full(len(rows), -np.inf, dtype=np.float32)
-        wrong_other = np.full(len(rows), -np.inf, dtype=np.float32)
-        for lang in np.unique(query_lang[start:stop]):
-            mine = np.flatnonzero(query_lang[start:stop] == lang)
-            wrong_same[mine] = masked[np.ix_(mine, pools[lang])].max(axis=1)
-            if len(outside[lang]):
-                wrong_other[mine] = masked[np.ix_(mine, outside[lang])].max(axis=1)
-        for name, values in (("same_language_rank", relevant_scores[:, 0]), ("best_other_rank", best_other),
-                             ("wrong_same_language_rank", wrong_same), ("wrong_other_language_rank", wrong_other)):
-            columns[name][start:stop] = _ranks_of(scores, values)
-
-    alignment = pd.DataFrame({"query_lang": query_lang, "qid": qids, "n_relevant": (relevant >= 0).sum(axis=1),
-                              **columns})
+    scored = scored or score_lareqa(dataset, question_embeddings, candidate_embeddings, k=k)
+    if scored.top.shape[1] < min(k, len(dataset.candidates)):
+        raise ValueError(f"scored holds the top {scored.top.shape[1]}, not {k}: score_lareqa(..., k={k})")
+    questions, candidates = dataset.questions, dataset.candidates
+    query_lang, lang = questions.lang.to_numpy(), candidates.lang.to_numpy()
+    relevant, ranks, top = scored.relevant, scored.ranks().astype(float), scored.top[:, :k]
+    same = (relevant >= 0) & (lang[np.maximum(relevant, 0)] == query_lang[:, None])
+    other = (relevant >= 0) & ~same
+    alignment = pd.DataFrame({
+        "query_lang": query_lang, "qid": questions.qid.to_numpy(), "n_relevant": (relevant >= 0).sum(axis=1),
+        "same_language_rank": np.where(same, ranks, np.inf).min(axis=1),
+        "best_other_rank": np.where(other, ranks, np.inf).min(axis=1),
+        "wrong_same_language_rank": scored.wrong_rank[:, 0], "wrong_other_language_rank": scored.wrong_rank[:, 1]})
+    alignment = alignment.replace(np.inf, np.nan)
     defined = alignment.best_other_rank.notna() & alignment.wrong_same_language_rank.notna()
     distractor = alignment.wrong_same_language_rank < alignment.best_other_rank
     alignment["same_language_distractor"] = distractor.where(defined).astype("float")
-    flat = top.ravel()
+    cids = candidates.cid.to_numpy() if "cid" in candidates else np.arange(len(candidates)).astype(str)
     top_k = pd.DataFrame({
-        "query_lang": np.repeat(query_lang, k), "qid": np.repeat(qids, k),
-        "position": np.tile(np.arange(1, k + 1), n_queries), "cid": candidate_ids[flat],
-        "candidate_lang": candidate_lang[flat],
-        "relevant": (top[:, :, None] == relevant[:, None, :]).any(axis=2).ravel()})
+        "query_lang": np.repeat(query_lang, top.shape[1]), "qid": np.repeat(alignment.qid.to_numpy(), top.shape[1]),
+        "position": np.tile(np.arange(1, top.shape[1] + 1), len(top)), "cid": cids[top.ravel()],
+        "candidate_lang": lang[top.ravel()], "relevant": (top[:, :, None] == relevant[:, None, :]).any(axis=2).ravel()})
     return Neighbours(top_k, alignment)
 
 
@@ -335,10 +283,14 @@ def run_embeddings(config: dict[str, Any], device: str = "auto"):
                           max_questions=config.get("max_questions"))
     batch_size = int(config.get("batch_size", 64))
     texts = {"query": dataset.questions.text, "passage": dataset.candidates.text}
-    embeddings = {side: cached_embeddings(get_backbone(backbone), texts[side], side) for side in texts}
+    device = default_device() if device == "auto" else device
+    precision = config.get("precision", "auto")             # as the evaluation encoded (lib.encode)
+    embeddings = {side: cached_embeddings(get_backbone(backbone), texts[side], side, precision, device)
+                  for side in texts}
     if any(value is None for value in embeddings.values()):  # cache miss: encode with the model
-        model = load_model(backbone, device=default_device() if device == "auto" else device)
-        embeddings = {side: encode(model, texts[side], side, batch_size=batch_size) for side in texts}
+        model = load_model(backbone, device=device)
+        embeddings = {side: encode(model, texts[side], side, batch_size=batch_size, precision=precision)
+                      for side in texts}
     return dataset, embeddings["query"], embeddings["passage"]
 
 

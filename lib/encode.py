@@ -2,9 +2,11 @@
 
 ``SentenceTransformer.encode`` already sorts each call's texts by length (less padding) and
 shows a progress bar; this module adds the backbone's per-side prefix and maximum length,
-autocast on a GPU, and a cache of embeddings under ``outputs/cache/embeddings`` keyed on the
-model, the side, its settings and the exact texts, so that re-running an evaluation re-encodes
-nothing.
+autocast in the precision ``lib.hardware.resolve_precision`` picks (``auto``: bf16 on a GPU or
+a CPU with bf16 units, fp32 elsewhere; embeddings are returned as float32 either way, and
+normalised in float32), and a cache of embeddings under ``outputs/cache/embeddings`` keyed on
+the model, the side, its settings, the precision and the exact texts, so that re-running an
+evaluation re-encodes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
+from lib.hardware import autocast_dtype, device_type, resolve_precision
 from lib.io import atomic_path, fingerprint, outputs_dir
 
 SIDES = ("query", "passage")
@@ -36,27 +40,26 @@ def _max_length(backbone, side: str) -> int:
     return backbone.max_query_length if side == "query" else backbone.max_passage_length
 
 
-def cache_file(backbone, texts: Sequence[str], side: str) -> Path:
-    """Where the embeddings of ``texts`` by ``backbone`` (a ``lib.backbones.Backbone``) are cached."""
-    key = fingerprint(model_identity(backbone), side, _max_length(backbone, side), list(texts))
+def cache_file(backbone, texts: Sequence[str], side: str, precision: str = "fp32") -> Path:
+    """Where the embeddings of ``texts`` by ``backbone`` (a ``lib.backbones.Backbone``) in a
+    resolved ``precision`` (fp32, bf16, fp16) are cached."""
+    key = fingerprint(model_identity(backbone), side, _max_length(backbone, side), precision, list(texts))
     return outputs_dir() / "cache" / "embeddings" / f"{backbone.name}-{side}-{key}.npy"
 
 
-def cached_embeddings(backbone, texts: Sequence[str], side: str) -> np.ndarray | None:
-    """The cached embeddings of ``texts``, or ``None`` on a miss; needs no model."""
-    path = cache_file(backbone, texts, side)
+def cached_embeddings(backbone, texts: Sequence[str], side: str, precision: str = "auto",
+                      device: str = "cpu") -> np.ndarray | None:
+    """The cached embeddings of ``texts`` (``precision`` resolved on ``device``, as :func:`encode`
+    would), or ``None`` on a miss; needs no model."""
+    path = cache_file(backbone, texts, side, resolve_precision(precision, device))
     return np.load(path) if path.is_file() else None
 
 
 def autocast(device: str, precision: str = "auto"):
-    """bf16 autocast on a GPU that supports it (fp16 otherwise), nothing on the CPU."""
-    import torch
-
-    if not str(device).startswith("cuda") or precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    """Autocast to the precision ``lib.hardware.resolve_precision(precision, device)`` picks:
+    bf16 (fp16 on GPUs without bf16) on a GPU, bf16 on a CPU with bf16 units, nothing for fp32."""
+    dtype = autocast_dtype(resolve_precision(precision, device))
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type(device), dtype=dtype)
 
 
 def encode(model, texts: Sequence[str], side: str, batch_size: int = 64, cache: bool = True,
@@ -64,19 +67,22 @@ def encode(model, texts: Sequence[str], side: str, batch_size: int = 64, cache: 
     """Embed ``texts`` as queries or passages (``side``): float32, L2-normalised rows.
 
     ``encode(model, ["Wer ...?"], "query")`` prepends the backbone's query prefix and truncates
-    at its ``max_query_length``.
+    at its ``max_query_length``. ``precision`` (auto, fp32, bf16, fp16) is resolved by
+    ``lib.hardware.resolve_precision`` on the model's device; under bf16 the model runs in
+    autocast and its pooled outputs are cast to float32 before the L2 normalisation.
     """
     texts = list(texts)
     backbone = model.backbone
-    path = cache_file(backbone, texts, side) if cache else None
+    resolved = resolve_precision(precision, model.device)
+    path = cache_file(backbone, texts, side, resolved) if cache else None
     if path is not None and path.is_file():
         return np.load(path)
     model.max_seq_length = _max_length(backbone, side)
-    with autocast(str(model.device), precision):
-        embeddings = model.encode(texts, prompt_name=side, batch_size=batch_size,
-                                  normalize_embeddings=True, convert_to_numpy=True,
+    with autocast(str(model.device), resolved):
+        embeddings = model.encode(texts, prompt_name=side, batch_size=batch_size, convert_to_tensor=True,
                                   show_progress_bar=show_progress_bar)
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    embeddings = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    embeddings = np.ascontiguousarray(embeddings.cpu().numpy(), dtype=np.float32)
     if path is not None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:

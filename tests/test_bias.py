@@ -52,7 +52,7 @@ def hand_made(extra_english_only: bool = False):
 def example():
     dataset, questions, candidates = hand_made()
     ranks = lareqa_ranks(dataset, questions, candidates)
-    neighbours = multilingual_neighbours(dataset, questions, candidates, k=2, progress=False)
+    neighbours = multilingual_neighbours(dataset, questions, candidates, k=2)
     return dataset, ranks, neighbours
 
 
@@ -126,7 +126,7 @@ def test_rank_distance_distribution_and_matrix(example):
 
 def test_distractor_undefined_without_other_languages():
     dataset, questions, candidates = hand_made(extra_english_only=True)
-    neighbours = multilingual_neighbours(dataset, questions, candidates, k=3, progress=False)
+    neighbours = multilingual_neighbours(dataset, questions, candidates, k=3)
     q3 = neighbours.alignment.set_index(["qid", "query_lang"]).loc[("q3", "en")]
     assert np.isnan(q3.same_language_distractor) and np.isnan(q3.best_other_rank)
     assert q3.same_language_rank == 4                 # c3, c4, c5 score higher than c2
