@@ -38,6 +38,9 @@ def full_ranks(index: faiss.Index, queries: np.ndarray, relevant: list[np.ndarra
     for start in range(0, len(queries), chunk):
         block = np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32)
         _, ids = index.search(block, n)
+        if (ids < 0).any():  # faiss's id for a NaN score: the ranks would be garbage
+            raise ValueError(f"faiss returned no ranking for {int((ids < 0).any(axis=1).sum())} queries "
+                             "(NaN scores): the embeddings are not finite; check the model's weights")
         position = np.empty_like(ids)
         position[np.arange(len(ids))[:, None], ids] = np.arange(1, n + 1)
         out += [position[i, relevant[start + i]] for i in range(len(ids))]

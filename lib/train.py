@@ -35,6 +35,7 @@ import yaml
 from lib.io import save_figure
 from lib.trainer import TrainError, TrainResult, run_training
 from lib.naming import train_run_name
+from lib.validation import ParameterError, check_range, coerce_fields
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The notebooks' CI profile (HBT_PROFILE=smoke): the TrainConfig defaults it replaces.
@@ -95,12 +96,41 @@ class TrainConfig:
     run: str = _param("", "outputs/<run>; empty: lib.naming.train_run_name (backbone, sampler, sources, seed)")
     resume: bool = _param(True, "continue from the latest checkpoint of the run")
 
+    def __post_init__(self) -> None:
+        """Values as their fields declare (``"1e-4"`` from YAML -> 0.0001), or a TrainError naming the field."""
+        try:
+            coerce_fields(self)
+        except ParameterError as error:
+            raise TrainError(f"training parameter {error}") from None
+
+    def check(self) -> None:
+        """Ranges and combinations that would fail late or do nothing; needs no data, model or folder."""
+        try:
+            check_range("learning_rate", self.learning_rate, low=0, low_open=True, high=1,
+                        fix="AdamW fine-tuning uses about 1e-5 to 1e-4")
+            check_range("temperature", self.temperature, low=0, low_open=True, fix="InfoNCE tau, e.g. 0.05")
+            check_range("alpha", self.alpha, low=0, high=1, fix="the probability of a monolingual batch")
+            check_range("source_temperature", self.source_temperature, low=0, low_open=True)
+            check_range("weight_decay", self.weight_decay, low=0)
+            check_range("max_grad_norm", self.max_grad_norm, low=0)
+            check_range("validation_fraction", self.validation_fraction, low=0, high=1, high_open=True)
+        except ParameterError as error:
+            raise TrainError(str(error)) from None
+        default_alpha = next(f.default for f in dataclasses.fields(self) if f.name == "alpha")
+        if self.sampler != "hybrid" and self.alpha != default_alpha:
+            raise TrainError(f"alpha={self.alpha} has no effect with sampler {self.sampler!r} (only 'hybrid' "
+                             "mixes monolingual and cross-lingual batches); remove alpha or use sampler=hybrid")
+        if self.batch_size == 1 and not self.hard_negatives:
+            raise TrainError("batch_size=1 without hard negatives leaves each query one candidate: the loss is "
+                             "0 and nothing is learnt; raise batch_size or set hard_negatives=true")
+
     def resolved(self) -> "TrainConfig":
         """A copy with ``run``, ``device``, ``precision`` and ``freeze_embeddings`` decided, and checked."""
         from lib.backbones import default_device
         from lib.sampling import NEGATIVE_LANGUAGES, SAMPLERS
 
         config = dataclasses.replace(self)
+        config.check()
         if not config.run:
             config.run = train_run_name(Path(config.backbone).name, config.sampler, config.alpha,
                                         config.train_sources, config.seed)
