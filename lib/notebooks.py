@@ -28,6 +28,8 @@ from typing import Any
 import nbformat
 import papermill
 
+from lib.backbones import BackboneError
+from lib.cli import run_cli
 from lib.completion import clear_complete, mark_complete
 from lib.completion import is_complete as run_is_complete
 from lib.io import PROJECT_ROOT, outputs_dir, remove_orphaned_temporaries, run_dir
@@ -133,4 +135,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.notebooks", (BackboneError,)))

@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,6 +33,9 @@ import pandas as pd
 import torch
 import yaml
 
+from lib.backbones import BackboneError, get_backbone
+from lib.checkpoint import CheckpointError
+from lib.cli import run_cli
 from lib.io import save_figure
 from lib.trainer import TrainError, TrainResult, run_training
 from lib.naming import train_run_name
@@ -106,7 +110,7 @@ class TrainConfig:
     def check(self) -> None:
         """Ranges and combinations that would fail late or do nothing; needs no data, model or folder."""
         try:
-            check_range("learning_rate", self.learning_rate, low=0, low_open=True, high=1,
+            check_range("learning_rate", self.learning_rate, low=0, high=1,  # 0: a frozen control run
                         fix="AdamW fine-tuning uses about 1e-5 to 1e-4")
             check_range("temperature", self.temperature, low=0, low_open=True, fix="InfoNCE tau, e.g. 0.05")
             check_range("alpha", self.alpha, low=0, high=1, fix="the probability of a monolingual batch")
@@ -131,6 +135,7 @@ class TrainConfig:
 
         config = dataclasses.replace(self)
         config.check()
+        get_backbone(config.backbone)  # an unknown name or a folder without a model: before any loading
         if not config.run:
             config.run = train_run_name(Path(config.backbone).name, config.sampler, config.alpha,
                                         config.train_sources, config.seed)
@@ -191,14 +196,22 @@ class TrainConfig:
         """A YAML (or JSON) file of parameters, then ``key=value`` overrides (values parsed as YAML)."""
         values: dict[str, Any] = {}
         if path:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            if not Path(path).is_file():
+                raise TrainError(f"--config {path}: no such file; give a YAML file of TrainConfig fields")
+            try:
+                values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as error:
+                raise TrainError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
             if not isinstance(values, dict):
                 raise TrainError(f"{path}: expected a mapping of training parameters")
         for item in overrides:
             key, sep, raw = item.partition("=")
             if not sep:
                 raise TrainError(f"override {item!r}: expected key=value, e.g. steps=100")
-            value = yaml.safe_load(raw) if raw else ""
+            try:
+                value = yaml.safe_load(raw) if raw else ""
+            except yaml.YAMLError:
+                value = raw  # a plain string; the field's type decides whether it is accepted
             values[key.strip()] = "" if value is None else value
         for name in ("train_sources", "languages"):
             if isinstance(values.get(name), (list, tuple)):
@@ -285,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--notebook-parameters", action="store_true",
                         help="print the parameters cell of notebooks/03_train.ipynb (from TrainConfig) and exit")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # options and key=value pairs in any order
     if args.notebook_parameters:
         print(notebook_parameters())
         return None
@@ -300,4 +313,4 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.train", (TrainError, BackboneError, CheckpointError)))
