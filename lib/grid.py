@@ -170,8 +170,9 @@ def load_grid(path: str | Path) -> Grid:
     if not path.is_file():
         raise GridError(f"grid file {path} not found; grids live in params/grid*.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:  # yaml names the line but not the file
+        with open(path, encoding="utf-8") as handle:  # read from the file, yaml's marks name it
+            raw = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
         raise GridError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(raw, dict):
         raise GridError(f"{path}: expected a mapping of grid keys")
@@ -511,6 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and the time estimate, run nothing")
     parser.add_argument("--force", action="store_true", help="re-run complete runs too")
     parser.add_argument("--keep-going", action="store_true", help="continue after a failed job")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     parser.add_argument("--only", default="train,evaluate,bias,report",
                         help="comma-separated job kinds to run (default: all)")
     parser.add_argument("--workers", type=int, default=1,

@@ -199,7 +199,8 @@ class TrainConfig:
             if not Path(path).is_file():
                 raise TrainError(f"--config {path}: no such file; give a YAML file of TrainConfig fields")
             try:
-                values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+                with open(path, encoding="utf-8") as handle:  # read from the file, yaml's marks name it
+                    values = yaml.safe_load(handle) or {}
             except yaml.YAMLError as error:
                 raise TrainError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
             if not isinstance(values, dict):
@@ -296,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     parser.add_argument("--config", help="YAML file of TrainConfig fields")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. steps=100 sampler=mono")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     parser.add_argument("--notebook-parameters", action="store_true",
                         help="print the parameters cell of notebooks/03_train.ipynb (from TrainConfig) and exit")
     args = parser.parse_intermixed_args(argv)   # options and key=value pairs in any order
