@@ -345,12 +345,13 @@ def _check_finite(run: _Run, what: str, value: float | None, step: int) -> None:
     if value is None or math.isfinite(value):
         return
     config, kept = run.config, checkpoints(run.path)
+    reduced = config.precision != "fp32"
     raise TrainError(
         f"training diverged at step {step}: the {what} is {value} (learning_rate "
-        f"{config.learning_rate:g}, precision {config.precision}); likely a learning rate too high or an "
-        f"overflow in reduced precision. Nothing of this step was saved; last good checkpoint: "
-        f"{kept[-1] if kept else 'none'}. Lower learning_rate (or use precision=fp32) with a new run name "
-        "or resume=False")
+        f"{config.learning_rate:g}, precision {config.precision}); likely a learning rate too high"
+        + (" or an overflow in reduced precision" if reduced else "") + ". Nothing of this step was saved; "
+        f"latest checkpoint (finite weights): {kept[-1] if kept else 'none'}. Lower learning_rate"
+        + (" or use precision=fp32" if reduced else "") + " and start over (a new run name or resume=False)")
 
 
 @dataclass
