@@ -21,8 +21,9 @@ import os
 import pickle
 import random
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -122,6 +123,25 @@ def load_checkpoint_weights(checkpoint: Path, encoder, optimizer) -> None:
     """Load a checkpoint's trainable weights and optimizer state into ``encoder`` and ``optimizer``."""
     load_trainable_state(encoder, _load(checkpoint, "model.pt"))
     optimizer.load_state_dict(_load(checkpoint, "optimizer.pt"))
+
+
+def load_latest_readable_checkpoint(existing: list[Path], encoder, optimizer,
+                                    accept: Callable[[dict[str, Any], Path], None]) -> tuple[Path, dict[str, Any]]:
+    """The newest of ``existing`` whose files are readable, its ``state.pt`` checked by
+    ``accept(state, path)`` (which raises to refuse) and its weights loaded into ``encoder`` and
+    ``optimizer``. A damaged checkpoint is reported on stderr by path and the one before it is
+    tried; CorruptCheckpointError when none is readable."""
+    for checkpoint in reversed(existing):
+        try:
+            state = read_checkpoint_state(checkpoint)
+            accept(state, checkpoint)
+            load_checkpoint_weights(checkpoint, encoder, optimizer)
+        except CorruptCheckpointError as error:
+            print(f"warning: {error}; resuming from the checkpoint before it", file=sys.stderr, flush=True)
+            continue
+        return checkpoint, state
+    raise CorruptCheckpointError(f"no checkpoint of {existing[0].parent} is readable "
+                                 f"({', '.join(p.name for p in existing)})")
 
 
 def save_model(encoder, path: str | os.PathLike, settings: dict[str, Any]) -> Path:

@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from lib.backbones import load_model
-from lib.checkpoint import (CorruptCheckpointError, checkpoint_step, checkpoints, load_checkpoint_weights, read_checkpoint_state,
+from lib.checkpoint import (CorruptCheckpointError, checkpoint_step, checkpoints, load_latest_readable_checkpoint,
                             rng_state, save_model, set_rng_state, set_seed, write_checkpoint)
 from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, to_device
 from lib.encode import autocast
@@ -296,7 +296,14 @@ def _resume(run: _Run) -> None:
     of this name left; then write ``config.json`` and ``versions.json``."""
     config, processes, path = run.config, run.processes, run.path
     existing = checkpoints(path)
-    saved = _read_latest_checkpoint(run, existing) if existing and config.resume else None
+    saved = None
+    if existing and config.resume:  # a damaged newest checkpoint: reported, the one before it is used
+        try:
+            run.resumed_from, saved = load_latest_readable_checkpoint(
+                existing, run.encoder, run.optimizer, lambda state, where: _check_same_config(
+                    state["config"], asdict(config), where))
+        except CorruptCheckpointError as error:
+            raise TrainError(f"{error}; delete {path / 'checkpoints'} or set resume=False to start over") from None
     if saved is not None:
         run.scheduler.load_state_dict(saved["scheduler"])
         if run.scaler is not None and saved.get("scaler"):
@@ -311,23 +318,6 @@ def _resume(run: _Run) -> None:
         (path / "metrics.json").unlink(missing_ok=True)
     if processes.main:
         write_provenance(path, asdict(config))
-
-
-def _read_latest_checkpoint(run: _Run, existing: list[Path]) -> dict[str, Any]:
-    """The newest readable checkpoint's state, its weights loaded; a damaged one is reported by path
-    and the one before it is used."""
-    for checkpoint in reversed(existing):
-        try:
-            saved = read_checkpoint_state(checkpoint)
-            _check_same_config(saved["config"], asdict(run.config), checkpoint)
-            load_checkpoint_weights(checkpoint, run.encoder, run.optimizer)
-        except CorruptCheckpointError as error:
-            print(f"warning: {error}; resuming from the checkpoint before it", file=sys.stderr, flush=True)
-            continue
-        run.resumed_from = checkpoint
-        return saved
-    raise TrainError(f"no checkpoint of {run.path} is readable ({', '.join(p.name for p in existing)}); "
-                     "delete the checkpoints folder or set resume=False to start the run over")
 
 
 def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
