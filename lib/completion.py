@@ -47,7 +47,8 @@ def clear_complete(run_path: str | os.PathLike) -> None:
 def mark_complete(run_path: str | os.PathLike, **details) -> Path:
     """Write the marker last: the run's files (relative path -> bytes), the time and ``details``."""
     run_path = Path(run_path)
-    files = {str(p.relative_to(run_path)): p.stat().st_size for p in sorted(run_path.rglob("*"))
-             if p.is_file() and p.name != MARKER and not any(part.startswith(".") for part in p.parts[-2:])}
+    relative = (p.relative_to(run_path) for p in sorted(run_path.rglob("*")) if p.is_file())
+    files = {str(r): (run_path / r).stat().st_size for r in relative   # hidden: temporaries, caches
+             if r.name != MARKER and not any(part.startswith(".") for part in r.parts)}
     return write_json(marker_path(run_path), {"completed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                               **details, "files": files})
