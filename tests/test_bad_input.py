@@ -23,7 +23,7 @@ import yaml
 import lib.trainer
 from lib.cli import error_message, run_cli
 from lib.completion import MARKER, is_complete, mark_complete
-from lib.data import DataError, ParallelGroup, lareqa_file, parse_squad_file
+from lib.data import ParallelGroup, lareqa_file, load_lareqa, parse_squad_file
 from lib.evaluate import run_evaluation
 from lib.grid import GridError, load_grid
 from lib.io import outputs_dir, remove_orphaned_temporaries, run_dir, write_json
@@ -169,6 +169,10 @@ CASES = [
         {"context": "Ab.", "sentence_breaks": [[0, 1, 2]], "qas": []})), "de"), "is not a LAReQA (SQuAD-format) file"),
     Case("LAReQA: not SQuAD at all", lambda t: parse_squad_file(write_file(t, "de.json", "[1, 2]"), "de"),
          "is not SQuAD format"),
+    Case("LAReQA: unknown language", lambda t: load_lareqa("xquad-r", languages=["xx"], data_dir=t),
+         "xquad-r has no language 'xx'"),
+    Case("LAReQA: missing file", lambda t: lareqa_file("xquad-r", "de", data_dir=t), "missing file"),
+    Case("LAReQA: unknown dataset", lambda t: load_lareqa("squad"), "unknown LAReQA dataset 'squad'"),
     Case("LAReQA: checksum mismatch says how to proceed", lambda t: lareqa_file(
         "xquad-r", "de", data_dir=write_file(t.joinpath("xquad-r").mkdir() or t / "xquad-r", "de.json", "{}").parents[1]),
          "lib.data.load_lareqa(..., verify=False) from Python"),
