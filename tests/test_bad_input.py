@@ -21,7 +21,7 @@ import torch
 import yaml
 
 import lib.trainer
-from lib.cli import error_message, run_cli
+from lib.cli import run_cli
 from lib.completion import MARKER, is_complete, mark_complete
 from lib.data import ParallelGroup, lareqa_file, load_lareqa, parse_squad_file
 from lib.evaluate import run_evaluation
@@ -79,6 +79,16 @@ def probe_notebook(tmp: Path, body: str = "x = 1") -> str:
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(book, tmp / "probe.ipynb")
     return str(tmp / "probe.ipynb")
+
+
+def read_only_outputs(tmp: Path) -> int:
+    """Creating outputs/<run>/ fails as on a read-only disk (chmod does not stop root, so it is simulated)."""
+    def refuse(run: str) -> Path:
+        raise PermissionError(13, "Permission denied", f"/ro/{run}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lib.trainer, "run_dir", refuse)
+        return run_cli(train_main, "python -m lib.train", (TrainError,), ["backbone=tiny", "run=r", "device=cpu"])
 
 
 def expect_value(actual: Callable[[Path], Any], expected: Any) -> Callable[[Path], Any]:
@@ -184,9 +194,8 @@ CASES = [
         build_index(np.eye(3, dtype=np.float32)), np.full((1, 3), np.nan, np.float32), [np.array([0])]),
          "faiss returned no ranking for 1 queries"),
     Case("run name with '/'", lambda t: run_dir("a/b"), "must be a non-empty folder name without '/'"),
-    Case("read-only outputs folder", lambda t: pytest.fail(error_message(PermissionError(13, "Permission denied",
-                                                                                         "/ro/run"))),
-         "no permission to write /ro/run (Permission denied); make the folder writable or point HBT_OUTPUTS"),
+    Case("CLI: read-only outputs folder", read_only_outputs,
+         "no permission to write /ro/r (Permission denied); make the folder writable or point HBT_OUTPUTS"),
 ]
 
 
