@@ -37,7 +37,7 @@ from lib.backbones import BackboneError, get_backbone
 from lib.checkpoint import CheckpointError
 from lib.cli import run_cli
 from lib.io import save_figure
-from lib.trainer import TrainError, TrainResult, run_training
+from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import train_run_name
 from lib.validation import ParameterError, check_range, coerce_fields
 
