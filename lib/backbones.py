@@ -72,6 +72,7 @@ def get_backbone(name_or_path: str) -> Backbone:
     if not candidate.is_dir() and not candidate.is_absolute() and (PROJECT_ROOT / candidate).is_dir():
         candidate = PROJECT_ROOT / candidate
     if candidate.is_dir():
+        _check_model_folder(candidate)
         meta = candidate / "backbone.json"
         settings = read_json(meta) if meta.is_file() else {"name": candidate.name}
         settings.update(source="path", path=str(candidate.resolve()))
@@ -86,6 +87,17 @@ def get_backbone(name_or_path: str) -> Backbone:
     known = set(Backbone.__dataclass_fields__)
     extra = {k: settings.pop(k) for k in list(settings) if k not in known}
     return Backbone(**settings, extra=extra)
+
+
+def _check_model_folder(folder: Path) -> None:
+    """Refuse a folder that holds no model (a training checkpoint, a run folder) before transformers
+    fails on it with "should have a model_type"."""
+    if any((folder / name).is_file() for name in ("modules.json", "config.json", "backbone.json")):
+        return
+    hint = next((f"; did you mean {folder / sub}?" for sub in ("model-best", "model") if (folder / sub).is_dir()), "")
+    kind = "a training checkpoint (resume state, not a model)" if (folder / "state.pt").is_file() else "no model"
+    raise BackboneError(f"backbone folder {folder} holds {kind}: expected a model folder with config.json "
+                        f"(outputs/<run>/model or outputs/<run>/model-best){hint}")
 
 
 def default_device() -> str:

@@ -18,10 +18,12 @@ A saved model is a sentence-transformers folder plus ``backbone.json`` (``lib.ba
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,6 +34,20 @@ from lib.io import atomic_path, write_json
 
 class CheckpointError(RuntimeError):
     """A checkpoint does not fit the model it should be loaded into."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file cannot be read (truncated by a full disk, damaged by a copy)."""
+
+
+def _load(checkpoint: Path, name: str, weights_only: bool = True) -> Any:
+    """``torch.load`` of one file of a checkpoint; a damaged file raises CorruptCheckpointError naming it."""
+    path = checkpoint / name
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        raise CorruptCheckpointError(f"checkpoint file {path} is unreadable ({type(error).__name__}: "
+                                     f"{str(error).splitlines()[0][:200] if str(error) else 'truncated'})") from None
 
 
 def set_seed(seed: int) -> None:
@@ -100,13 +116,32 @@ def write_checkpoint(target: Path, encoder, optimizer, state: dict[str, Any], su
 
 def read_checkpoint_state(checkpoint: Path) -> dict[str, Any]:
     """A checkpoint's ``state.pt`` (config, trainer, scheduler, scaler, sampler, rng)."""
-    return torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
+    return _load(checkpoint, "state.pt", weights_only=False)
 
 
 def load_checkpoint_weights(checkpoint: Path, encoder, optimizer) -> None:
     """Load a checkpoint's trainable weights and optimizer state into ``encoder`` and ``optimizer``."""
-    load_trainable_state(encoder, torch.load(checkpoint / "model.pt", map_location="cpu"))
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu"))
+    load_trainable_state(encoder, _load(checkpoint, "model.pt"))
+    optimizer.load_state_dict(_load(checkpoint, "optimizer.pt"))
+
+
+def load_latest_readable_checkpoint(existing: list[Path], encoder, optimizer,
+                                    accept: Callable[[dict[str, Any], Path], None]) -> tuple[Path, dict[str, Any]]:
+    """The newest of ``existing`` whose files are readable, its ``state.pt`` checked by
+    ``accept(state, path)`` (which raises to refuse) and its weights loaded into ``encoder`` and
+    ``optimizer``. A damaged checkpoint is reported on stderr by path and the one before it is
+    tried; CorruptCheckpointError when none is readable."""
+    for checkpoint in reversed(existing):
+        try:
+            state = read_checkpoint_state(checkpoint)
+            accept(state, checkpoint)
+            load_checkpoint_weights(checkpoint, encoder, optimizer)
+        except CorruptCheckpointError as error:
+            print(f"warning: {error}; resuming from the checkpoint before it", file=sys.stderr, flush=True)
+            continue
+        return checkpoint, state
+    raise CorruptCheckpointError(f"no checkpoint of {existing[0].parent} is readable "
+                                 f"({', '.join(p.name for p in existing)})")
 
 
 def save_model(encoder, path: str | os.PathLike, settings: dict[str, Any]) -> Path:

@@ -108,8 +108,9 @@ def lareqa_file(dataset: str, lang: str, data_dir: str | os.PathLike | None = No
         if actual != expected:
             raise DataError(
                 f"checksum mismatch for {path}: sha256 {actual}, expected {expected} (the official "
-                f"file at commit {source['commit']}); replace the file, or pass verify=False to "
-                "evaluate a modified copy on purpose")
+                f"file at commit {source['commit']}); replace the file (in the download cache: delete it to "
+                "download it again), or, to evaluate a modified copy on purpose, call "
+                "lib.data.load_lareqa(..., verify=False) from Python")
     return path
 
 
@@ -164,6 +165,18 @@ def parse_squad_file(path: str | os.PathLike, lang: str) -> tuple[list[dict], li
     except (KeyError, TypeError) as error:
         raise DataError(f"{path} is not SQuAD format: no top-level 'data' list") from error
     questions, candidates = [], []
+    try:
+        _parse_articles(articles, path, lang, questions, candidates)
+    except DataError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as error:
+        raise DataError(f"{path} is not a LAReQA (SQuAD-format) file: {type(error).__name__} {error} while reading "
+                        "its articles; replace it with the official file (delete it to download it again)") from None
+    return questions, candidates
+
+
+def _parse_articles(articles, path: Path, lang: str, questions: list[dict], candidates: list[dict]) -> None:
+    """The rows of ``parse_squad_file``, appended to ``questions`` and ``candidates``."""
     for a, article in enumerate(articles):
         for p, paragraph in enumerate(article.get("paragraphs", [])):
             try:
@@ -190,7 +203,6 @@ def parse_squad_file(path: str | os.PathLike, lang: str) -> tuple[list[dict], li
                         "damaged or not a LAReQA file")
                 questions.append({"qid": qa["id"], "lang": lang, "text": qa["question"],
                                   "answer": first + inside[0]})
-    return questions, candidates
 
 
 def load_lareqa(dataset: str, languages: list[str] | None = None, candidate_context: str = "sentence",

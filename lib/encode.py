@@ -83,6 +83,11 @@ def encode(model, texts: Sequence[str], side: str, batch_size: int = 64, cache: 
                                   show_progress_bar=show_progress_bar)
     embeddings = torch.nn.functional.normalize(embeddings.float(), dim=1)
     embeddings = np.ascontiguousarray(embeddings.cpu().numpy(), dtype=np.float32)
+    broken = int((~np.isfinite(embeddings).all(axis=1)).sum()) if embeddings.ndim == 2 else 0
+    if broken:  # faiss would rank NaN rows as id -1: metrics of garbage; nothing is cached
+        raise ValueError(f"model {backbone.name}: {broken} of {len(embeddings)} {side} embeddings are not finite "
+                         "(NaN or inf): the model's weights are broken (a diverged training run?); "
+                         "evaluate another model folder or retrain with a lower learning_rate")
     if path is not None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:

@@ -15,14 +15,15 @@ from typing import Any
 
 import lib.miracl  # noqa: F401  registers the miracl evaluator
 import lib.tatoeba  # noqa: F401  registers the tatoeba evaluator
-from lib.backbones import default_device, load_model
+from lib.backbones import default_device, get_backbone, load_model
 from lib.bias import ALIGNMENT_FILE, NEIGHBOURS_FILE, multilingual_neighbours
-from lib.data import RetrievalDataset, load_lareqa
+from lib.data import CANDIDATE_CONTEXTS, RetrievalDataset, load_lareqa
 from lib.encode import encode
 from lib.io import run_dir
 from lib.metrics import per_query_metrics, summarise, summary_table
 from lib.results import EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, write_evaluation
 from lib.retrieval import SETTINGS, lareqa_ranks
+from lib.validation import ParameterError, check_range, coerce
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
 
@@ -71,6 +72,23 @@ def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluat
 DATASETS = tuple(EVALUATORS)
 
 
+def check_evaluation_parameters(backbone: str, candidate_context: str, batch_size, max_questions,
+                                run: str) -> tuple[int, int | None]:
+    """Refuse bad evaluation parameters before a model or data is loaded or a folder is created;
+    returns ``batch_size`` and ``max_questions`` as integers (``"64"`` from a YAML file -> 64)."""
+    batch_size = coerce("batch_size", batch_size, int)
+    check_range("batch_size", batch_size, low=1)
+    max_questions = coerce("max_questions", max_questions, int | None)
+    if max_questions is not None:
+        check_range("max_questions", max_questions, low=1, fix="None (or leave it out) evaluates every question")
+    if candidate_context not in CANDIDATE_CONTEXTS:
+        raise ParameterError(f"candidate_context {candidate_context!r}: expected one of {CANDIDATE_CONTEXTS}")
+    if run and (run in {".", ".."} or "/" in run):
+        raise ParameterError(f"run {run!r}: expected a folder name without '/' (outputs/<run>/)")
+    get_backbone(backbone)  # an unknown name or a folder without a model fails here, not after loading
+    return batch_size, max_questions
+
+
 def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: str = "sentence",
                    batch_size: int = 64, device: str = "auto", run: str = "",
                    max_questions: int | None = None, languages: list[str] | None = None,
@@ -83,6 +101,8 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     language of the dataset (MIRACL: the paper's 15).
     """
     evaluator = evaluator_for(dataset)
+    batch_size, max_questions = check_evaluation_parameters(backbone, candidate_context, batch_size,
+                                                            max_questions, run)
     request = EvaluationRequest(dataset, candidate_context, batch_size, max_questions, languages, data_dir, index)
     device = default_device() if device == "auto" else device
     started = time.perf_counter()

@@ -49,6 +49,7 @@ import argparse
 import json
 import math
 import re
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -57,7 +58,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lib.backbones import available_backbones
+from lib.backbones import BackboneError, available_backbones
+from lib.cli import run_cli
 from lib.data import CANDIDATE_CONTEXTS
 from lib.evaluate import LAREQA_DATASETS
 from lib.io import PROJECT_ROOT, outputs_dir, run_dir, write_json, write_text
@@ -65,7 +67,7 @@ from lib.naming import bias_run_name, comparison_run_name, eval_run_name, system
 from lib.notebooks import NOTEBOOKS_DIR, execute_subprocess, executed_parameters, is_complete, notebook_parameters
 from lib.sampling import SAMPLERS
 from lib.scheduler import Job, run_jobs
-from lib.train import TrainConfig
+from lib.train import TrainConfig, TrainError
 
 NOTEBOOKS = {"train": "03_train.ipynb", "evaluate": "04_evaluate.ipynb", "bias": "05_bias.ipynb",
              "report": "06_report.ipynb"}
@@ -167,7 +169,11 @@ def load_grid(path: str | Path) -> Grid:
         path = PROJECT_ROOT / "params" / f"{path.name}.yaml"
     if not path.is_file():
         raise GridError(f"grid file {path} not found; grids live in params/grid*.yaml")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        with open(path, encoding="utf-8") as handle:  # read from the file, yaml's marks name it
+            raw = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        raise GridError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(raw, dict):
         raise GridError(f"{path}: expected a mapping of grid keys")
     known = {f.name for f in fields(Grid)} - {"source"}
@@ -221,7 +227,7 @@ def validate_grid(grid: Grid) -> None:
     if grid.samplers and not grid.train_datasets:
         raise GridError(f"{where}: samplers given but train_datasets is empty")
     for alpha in grid.alphas:
-        if not 0 <= float(alpha) <= 1:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= float(alpha) <= 1:
             raise GridError(f"{where}: alpha {alpha!r} must lie in [0, 1]")
     if not grid.eval_datasets:
         raise GridError(f"{where}: eval_datasets is empty; expected some of {LAREQA_DATASETS}")
@@ -258,9 +264,19 @@ def validate_grid(grid: Grid) -> None:
     for seeds in [grid.seeds, *grid.seeds_by_sampler.values()]:
         if not seeds or any(not isinstance(s, int) for s in seeds):
             raise GridError(f"{where}: seeds must be non-empty lists of integers, got {seeds!r}")
+    try:  # types as TrainConfig declares them ("1e-4" -> 0.0001), so papermill passes numbers
+        typed = TrainConfig(**grid.train)
+    except TrainError as error:
+        raise GridError(f"{where}: train: {error}") from None
+    grid.train = {key: getattr(typed, key) for key in grid.train}
     for job in plan_jobs(grid):
         if not RUN_NAME.match(job.run):
             raise GridError(f"{where}: run name {job.run!r} is not a valid folder name; check tag and datasets")
+        if job.kind == "train":  # ranges and settings that do nothing, before any run starts
+            try:
+                TrainConfig(**job.parameters).check()
+            except TrainError as error:
+                raise GridError(f"{where}: training run {job.run}: {error}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,6 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and the time estimate, run nothing")
     parser.add_argument("--force", action="store_true", help="re-run complete runs too")
     parser.add_argument("--keep-going", action="store_true", help="continue after a failed job")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     parser.add_argument("--only", default="train,evaluate,bias,report",
                         help="comma-separated job kinds to run (default: all)")
     parser.add_argument("--workers", type=int, default=1,
@@ -517,4 +534,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.grid", (TrainError, BackboneError)))

@@ -11,8 +11,10 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -74,24 +76,53 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+# what atomic_path leaves when killed: ".<name>.<mkdtemp's 8 characters>/" and ".<name>.old/"
+_TEMPORARY = re.compile(r"^\..+\.(old|[a-z0-9_]{8})$")
+
+
+def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary folders that killed ``atomic_path`` blocks left in ``folder`` (not below
+    it); call it at the start of a run, when nothing else writes there. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    orphans = [p for p in folder.iterdir() if p.is_dir() and _TEMPORARY.match(p.name)]
+    for orphan in orphans:
+        shutil.rmtree(orphan, ignore_errors=True)
+    return orphans
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no NaN (``null`` instead)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(value) for value in obj]
+    return obj
+
+
 def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
+    if hasattr(obj, "item") and getattr(obj, "ndim", 0) == 0:  # numpy scalars
+        return _finite(obj.item())
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return _finite(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    """Strict JSON (NaN and infinities written as ``null``), atomically."""
+    text = json.dumps(_finite(data), indent=2, ensure_ascii=False, default=_json_default, allow_nan=False)
+    return write_text(path, text + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

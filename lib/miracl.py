@@ -35,6 +35,7 @@ import itertools
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -43,7 +44,8 @@ import ir_measures
 import pandas as pd
 from huggingface_hub import hf_hub_download
 
-from lib.backbones import load_model
+from lib.backbones import BackboneError, load_model
+from lib.cli import run_cli
 from lib.corpus import encode_corpus
 from lib.data import DataError
 from lib.encode import encode, model_identity
@@ -332,4 +334,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.miracl", (BackboneError,)))

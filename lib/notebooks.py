@@ -1,7 +1,10 @@
 """Execute one notebook with papermill into ``outputs/<run>/``, skipping a complete run.
 
-A run is complete when its ``metrics.json`` exists (written last and atomically); an interrupted
-run is simply executed again (training resumes from its last checkpoint). :func:`execute` runs
+A run is complete when its marker ``COMPLETE.json`` exists (:mod:`lib.completion`), written
+after papermill has written the executed notebook, so after every artefact of the run; a forced
+rerun removes it first. An interrupted run is simply executed again (training resumes from its
+last checkpoint). Parameters the notebook does not declare are refused before anything runs
+(papermill itself would only warn and run the defaults). :func:`execute` runs
 papermill in this process, :func:`execute_subprocess` in a fresh one with extra environment (a
 grid worker's GPU or thread count). papermill records the parameters in the executed notebook,
 :func:`executed_parameters` reads them back.
@@ -25,7 +28,11 @@ from typing import Any
 import nbformat
 import papermill
 
-from lib.io import PROJECT_ROOT, outputs_dir, run_dir
+from lib.backbones import BackboneError
+from lib.cli import run_cli
+from lib.completion import clear_complete, mark_complete
+from lib.completion import is_complete as run_is_complete
+from lib.io import PROJECT_ROOT, outputs_dir, remove_orphaned_temporaries, run_dir
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
@@ -34,19 +41,21 @@ def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = F
             log_output: bool = False) -> Path:
     """Execute ``notebooks/<notebook>`` with papermill, ``parameters`` plus ``run``, into ``outputs/<run>/``.
 
-    A complete run (its ``metrics.json`` exists) is skipped unless ``force``.
+    A complete run (its ``COMPLETE.json`` marker exists) is skipped unless ``force``; the marker is
+    written once the executed notebook is.
     """
+    source = check_parameters(notebook, parameters)
     path = run_dir(run)
-    if not force and (path / "metrics.json").is_file():
+    if not force and is_complete(run):
         print(f"[skip] {run}: complete")
         return path
-    source = Path(notebook) if Path(notebook).is_absolute() else NOTEBOOKS_DIR / notebook
-    if not source.is_file():
-        raise FileNotFoundError(f"notebook {notebook} not found (a name in notebooks/ or an absolute path)")
+    clear_complete(path)
+    remove_orphaned_temporaries(path)
     started = time.perf_counter()
     print(f"[run ] {run}: {notebook} {parameters}", flush=True)
     papermill.execute_notebook(str(source), str(path / source.name), parameters={**parameters, "run": run},
                                cwd=str(source.parent), log_output=log_output, progress_bar=False)
+    mark_complete(path, notebook=source.name, parameters={**parameters, "run": run})
     print(f"[done] {run}: {time.perf_counter() - started:.0f} s", flush=True)
     return path
 
@@ -55,8 +64,9 @@ def execute_subprocess(notebook: str, run: str, parameters: dict[str, Any], forc
                        env: dict[str, str] | None = None) -> Path:
     """:func:`execute` in a fresh Python process whose environment adds ``env`` (a worker's GPU or
     thread count); its output goes to ``outputs/<run>/runner.log``, whose end a failure quotes."""
+    check_parameters(notebook, parameters)
     path = run_dir(run)
-    if not force and (path / "metrics.json").is_file():
+    if not force and is_complete(run):
         print(f"[skip] {run}: complete")
         return path
     command = [sys.executable, "-m", "lib.notebooks", notebook, "--run", run,
@@ -87,6 +97,19 @@ def notebook_parameters(notebook: str | Path) -> set[str]:
     return names
 
 
+def check_parameters(notebook: str, parameters: dict[str, Any]) -> Path:
+    """The notebook's path, once it exists and declares every name of ``parameters`` (and ``run``)."""
+    source = Path(notebook) if Path(notebook).is_absolute() else NOTEBOOKS_DIR / notebook
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook {notebook} not found (a name in notebooks/ or an absolute path)")
+    declared = notebook_parameters(source)
+    unknown = sorted(set(parameters) - declared - {"run"})
+    if unknown:
+        raise ValueError(f"{source.name} has no parameter(s) {unknown} (papermill would ignore them and run "
+                         f"the defaults); its parameters: {sorted(declared)}")
+    return source
+
+
 def executed_parameters(run: str, notebook: str) -> dict[str, Any] | None:
     """The parameters papermill recorded in ``outputs/<run>/<notebook>`` (None if absent)."""
     path = outputs_dir() / run / notebook
@@ -97,7 +120,8 @@ def executed_parameters(run: str, notebook: str) -> dict[str, Any] | None:
 
 
 def is_complete(run: str) -> bool:
-    return (outputs_dir() / run / "metrics.json").is_file()
+    """``outputs/<run>/COMPLETE.json`` exists: every artefact of the run was written (lib.completion)."""
+    return run_is_complete(outputs_dir() / run)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,4 +135,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.notebooks", (BackboneError,)))

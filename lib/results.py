@@ -43,18 +43,19 @@ def _records(frame: pd.DataFrame | None):
 
 
 def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[str, Any]) -> Path:
-    """``config.json``, ``versions.json``, ``metrics.json`` and per-query tables in a run folder."""
+    """``config.json``, ``versions.json``, per-query tables and, last, ``metrics.json`` in a run folder
+    (the run counts as complete only once its runner writes ``COMPLETE.json``, lib.completion)."""
     run_path = Path(run_path)
     write_provenance(run_path, config)
-    write_json(run_path / "metrics.json", {
-        "summary": evaluation.summary, "timings": evaluation.timings,
-        "per_language": _records(evaluation.per_language), "per_pair": _records(evaluation.per_pair),
-    })
     frames = {"ranks.parquet": evaluation.ranks, "per_query.parquet": evaluation.per_query, **evaluation.tables}
     for name, frame in frames.items():
         if frame is not None:
             with atomic_path(run_path / name) as tmp:
                 frame.to_parquet(tmp, index=False)
+    write_json(run_path / "metrics.json", {
+        "summary": evaluation.summary, "timings": evaluation.timings,
+        "per_language": _records(evaluation.per_language), "per_pair": _records(evaluation.per_pair),
+    })
     return run_path
 
 

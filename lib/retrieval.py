@@ -91,6 +91,10 @@ def score_pools(queries: np.ndarray, candidates: np.ndarray, relevant: list[np.n
     ``relevant[i]``: candidate rows relevant to query ``i``; ``candidate_groups``,
     ``query_groups``: a group label (language) per candidate and per query.
     """
+    for name, embeddings in (("query", queries), ("candidate", candidates)):
+        if not np.isfinite(embeddings).all():  # NaN scores compare false: every rank would read 1
+            raise ValueError(f"{name} embeddings are not finite (NaN or inf): the ranks would be garbage; "
+                             "check the model's weights (a diverged training run?)")
     groups, candidate_group = np.unique(candidate_groups, return_inverse=True)
     order = np.argsort(candidate_group, kind="stable")            # candidates contiguous by group
     bounds = np.searchsorted(candidate_group[order], np.arange(len(groups) + 1))

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -50,7 +51,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from lib.backbones import load_model
+from lib.backbones import BackboneError, load_model
+from lib.cli import run_cli
 from lib.corpus import encode_corpus
 from lib.data import DataError
 from lib.encode import model_identity
@@ -183,7 +185,8 @@ def load_tatoeba_pair(lang: str, data_dir: str | os.PathLike | None = None, veri
     if verify and not pinned:
         bad = {n: d for n, d in hashes.items() if TATOEBA_SHA256.get(n) != d}
         raise DataError(f"checksum mismatch for {sorted(bad)} (sha256 {bad}); expected the files of LASER commit "
-                        f"{TATOEBA_COMMIT}: replace them, or pass verify=False to evaluate other files on purpose")
+                        f"{TATOEBA_COMMIT}: replace them, or evaluate other files on purpose with "
+                        "python -m lib.tatoeba --no-verify (verify=False in Python)")
     sentences, english = (read_lines(p) for p in paths)
     if len(sentences) != len(english):
         raise DataError(f"unequal line counts for {code}: {paths[0]} has {len(sentences)} lines, {paths[1]} has "
@@ -319,4 +322,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.tatoeba", (BackboneError,)))

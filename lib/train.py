@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,9 +33,13 @@ import pandas as pd
 import torch
 import yaml
 
+from lib.backbones import BackboneError, get_backbone
+from lib.checkpoint import CheckpointError
+from lib.cli import run_cli
 from lib.io import save_figure
-from lib.trainer import TrainError, TrainResult, run_training
+from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import train_run_name
+from lib.validation import ParameterError, check_range, coerce_fields
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The notebooks' CI profile (HBT_PROFILE=smoke): the TrainConfig defaults it replaces.
@@ -95,12 +100,42 @@ class TrainConfig:
     run: str = _param("", "outputs/<run>; empty: lib.naming.train_run_name (backbone, sampler, sources, seed)")
     resume: bool = _param(True, "continue from the latest checkpoint of the run")
 
+    def __post_init__(self) -> None:
+        """Values as their fields declare (``"1e-4"`` from YAML -> 0.0001), or a TrainError naming the field."""
+        try:
+            coerce_fields(self)
+        except ParameterError as error:
+            raise TrainError(f"training parameter {error}") from None
+
+    def check(self) -> None:
+        """Ranges and combinations that would fail late or do nothing; needs no data, model or folder."""
+        try:
+            check_range("learning_rate", self.learning_rate, low=0, high=1,  # 0: a frozen control run
+                        fix="AdamW fine-tuning uses about 1e-5 to 1e-4")
+            check_range("temperature", self.temperature, low=0, low_open=True, fix="InfoNCE tau, e.g. 0.05")
+            check_range("alpha", self.alpha, low=0, high=1, fix="the probability of a monolingual batch")
+            check_range("source_temperature", self.source_temperature, low=0, low_open=True)
+            check_range("weight_decay", self.weight_decay, low=0)
+            check_range("max_grad_norm", self.max_grad_norm, low=0)
+            check_range("validation_fraction", self.validation_fraction, low=0, high=1, high_open=True)
+        except ParameterError as error:
+            raise TrainError(str(error)) from None
+        default_alpha = next(f.default for f in dataclasses.fields(self) if f.name == "alpha")
+        if self.sampler != "hybrid" and self.alpha != default_alpha:
+            raise TrainError(f"alpha={self.alpha} has no effect with sampler {self.sampler!r} (only 'hybrid' "
+                             "mixes monolingual and cross-lingual batches); remove alpha or use sampler=hybrid")
+        if self.batch_size == 1 and not self.hard_negatives:
+            raise TrainError("batch_size=1 without hard negatives leaves each query one candidate: the loss is "
+                             "0 and nothing is learnt; raise batch_size or set hard_negatives=true")
+
     def resolved(self) -> "TrainConfig":
         """A copy with ``run``, ``device``, ``precision`` and ``freeze_embeddings`` decided, and checked."""
         from lib.backbones import default_device
         from lib.sampling import NEGATIVE_LANGUAGES, SAMPLERS
 
         config = dataclasses.replace(self)
+        config.check()
+        get_backbone(config.backbone)  # an unknown name or a folder without a model: before any loading
         if not config.run:
             config.run = train_run_name(Path(config.backbone).name, config.sampler, config.alpha,
                                         config.train_sources, config.seed)
@@ -161,14 +196,23 @@ class TrainConfig:
         """A YAML (or JSON) file of parameters, then ``key=value`` overrides (values parsed as YAML)."""
         values: dict[str, Any] = {}
         if path:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            if not Path(path).is_file():
+                raise TrainError(f"--config {path}: no such file; give a YAML file of TrainConfig fields")
+            try:
+                with open(path, encoding="utf-8") as handle:  # read from the file, yaml's marks name it
+                    values = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as error:
+                raise TrainError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
             if not isinstance(values, dict):
                 raise TrainError(f"{path}: expected a mapping of training parameters")
         for item in overrides:
             key, sep, raw = item.partition("=")
             if not sep:
                 raise TrainError(f"override {item!r}: expected key=value, e.g. steps=100")
-            value = yaml.safe_load(raw) if raw else ""
+            try:
+                value = yaml.safe_load(raw) if raw else ""
+            except yaml.YAMLError:
+                value = raw  # a plain string; the field's type decides whether it is accepted
             values[key.strip()] = "" if value is None else value
         for name in ("train_sources", "languages"):
             if isinstance(values.get(name), (list, tuple)):
@@ -253,9 +297,10 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     parser.add_argument("--config", help="YAML file of TrainConfig fields")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. steps=100 sampler=mono")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     parser.add_argument("--notebook-parameters", action="store_true",
                         help="print the parameters cell of notebooks/03_train.ipynb (from TrainConfig) and exit")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # options and key=value pairs in any order
     if args.notebook_parameters:
         print(notebook_parameters())
         return None
@@ -270,4 +315,4 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.train", (TrainError, BackboneError, CheckpointError)))

@@ -66,11 +66,11 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from lib.backbones import load_model
-from lib.checkpoint import (checkpoint_step, checkpoints, load_checkpoint_weights, read_checkpoint_state,
+from lib.checkpoint import (CorruptCheckpointError, checkpoint_step, checkpoints, load_latest_readable_checkpoint,
                             rng_state, save_model, set_rng_state, set_seed, write_checkpoint)
 from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, to_device
 from lib.encode import autocast
-from lib.io import run_dir, write_json, write_provenance, write_text
+from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
 from lib.sampling import PairDataset, SamplingError, build_sampler
 from lib.training_data import lareqa_groups, split_by_qid
@@ -210,6 +210,9 @@ def _set_up(config, groups) -> _Run:
         device = f"cuda:{processes.local_rank}"
         torch.cuda.set_device(device)
     path = run_dir(config.run)
+    if processes.main:  # what saves killed by earlier runs left (a whole model each)
+        for folder in (path, path / "checkpoints"):
+            remove_orphaned_temporaries(folder)
     set_seed(config.seed + processes.rank)
     if groups is None:
         train_groups, validation_groups = load_training_groups(config)
@@ -293,11 +296,15 @@ def _resume(run: _Run) -> None:
     of this name left; then write ``config.json`` and ``versions.json``."""
     config, processes, path = run.config, run.processes, run.path
     existing = checkpoints(path)
-    if existing and config.resume:
-        run.resumed_from = existing[-1]
-        saved = read_checkpoint_state(run.resumed_from)
-        _check_same_config(saved["config"], asdict(config), run.resumed_from)
-        load_checkpoint_weights(run.resumed_from, run.encoder, run.optimizer)
+    saved = None
+    if existing and config.resume:  # a damaged newest checkpoint: reported, the one before it is used
+        try:
+            run.resumed_from, saved = load_latest_readable_checkpoint(
+                existing, run.encoder, run.optimizer, lambda state, where: _check_same_config(
+                    state["config"], asdict(config), where))
+        except CorruptCheckpointError as error:
+            raise TrainError(f"{error}; delete {path / 'checkpoints'} or set resume=False to start over") from None
+    if saved is not None:
         run.scheduler.load_state_dict(saved["scheduler"])
         if run.scaler is not None and saved.get("scaler"):
             run.scaler.load_state_dict(saved["scaler"])
@@ -321,6 +328,20 @@ def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Pa
         raise TrainError(
             f"cannot resume from {where}: it was trained with another configuration ({detail}). "
             "Choose a new run name (run=...), or resume=False to start this run over")
+
+
+def _check_finite(run: _Run, what: str, value: float | None, step: int) -> None:
+    """Stop a diverged run at once, before its weights change or anything is saved."""
+    if value is None or math.isfinite(value):
+        return
+    config, kept = run.config, checkpoints(run.path)
+    reduced = config.precision != "fp32"
+    raise TrainError(
+        f"training diverged at step {step}: the {what} is {value} (learning_rate "
+        f"{config.learning_rate:g}, precision {config.precision}); likely a learning rate too high"
+        + (" or an overflow in reduced precision" if reduced else "") + ". Nothing of this step was saved; "
+        f"latest checkpoint (finite weights): {kept[-1] if kept else 'none'}. Lower learning_rate"
+        + (" or use precision=fp32" if reduced else "") + " and start over (a new run name or resume=False)")
 
 
 @dataclass
@@ -354,10 +375,13 @@ def _train_step(run: _Run) -> _Step:
         mean_loss = torch.tensor(step_loss, dtype=torch.float64, device=run.device)
         torch.distributed.all_reduce(mean_loss)
         step_loss = float(mean_loss) / processes.world
+    _check_finite(run, "loss", step_loss, run.state.step + 1)
     if scaler is not None:
         scaler.unscale_(run.optimizer)
-    if config.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_([p for _, p in run.trainable], config.max_grad_norm)
+    # max_norm inf: the norm without clipping; fp16's grad scaler skips steps with inf gradients itself
+    norm = torch.nn.utils.clip_grad_norm_([p for _, p in run.trainable], config.max_grad_norm or math.inf)
+    if scaler is None:
+        _check_finite(run, "gradient norm", float(norm), run.state.step + 1)
     learning_rate = run.scheduler.get_last_lr()[0]
     if scaler is not None:
         scaler.step(run.optimizer)
@@ -397,6 +421,7 @@ def _validate(run: _Run) -> float | None:
     val_loss = _validation_loss(run)
     if val_loss is None:
         return None
+    _check_finite(run, "validation loss", val_loss, state.step)
     state.last_val_loss = val_loss
     if val_loss < state.best_val_loss:
         state.best_val_loss, state.best_step, state.evaluations_since_best = val_loss, state.step, 0
@@ -417,6 +442,9 @@ def _write_log(run: _Run) -> pd.DataFrame:
 
 def _save_model(run: _Run, kind: str) -> Path:
     target = run.path / ("model" if kind == "final" else "model-best")
+    for name, parameter in run.trainable:  # never write NaN weights
+        if not torch.isfinite(parameter).all():
+            _check_finite(run, f"weight {name}", math.nan, run.state.step)
     if run.processes.main:
         save_model(run.encoder, target, trained_backbone_settings(run.config, run.encoder.backbone,
                                                                   run.state.step, kind))

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from lib.backbones import available_backbones
+from lib.completion import mark_complete
 from lib.grid import (GridError, cell_table, expand_cells, is_complete, load_grid, notebook_parameters,
                       plan_jobs, run_grid)
 from lib.naming import eval_run_name, zero_shot_run_name
@@ -172,7 +173,7 @@ class FakeExecutor:
 
     def __call__(self, notebook, run, parameters, force=False, env=None):
         path = run_dir(run)
-        if not force and (path / "metrics.json").is_file():
+        if not force and is_complete(run):
             return path
         if run in self.fail:
             raise RuntimeError(f"{run} broke")
@@ -181,6 +182,7 @@ class FakeExecutor:
         book.metadata["papermill"] = {"parameters": {**parameters, "run": run}}
         nbformat.write(book, path / notebook)
         write_json(path / "metrics.json", {"summary": {}})
+        mark_complete(path)
         return path
 
 
@@ -258,6 +260,7 @@ def in_process(notebook, run, parameters, force=False, env=None):
     else:
         report = build_report(parameters["grid"], resamples=parameters.get("resamples", 100), seed=0)
         write_report(run_dir(run), report)
+    mark_complete(run_dir(run))
     return run_dir(run)
 
 

@@ -286,12 +286,12 @@ def test_resume_refuses_another_configuration():
 def test_config_from_file_and_overrides(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("backbone: tiny\nsteps: 7\ntrain_sources: [mlqa-r, xquad-r]\n", encoding="utf-8")
-    config = TrainConfig.from_file(path, ["sampler=mono", "alpha=0.3", "symmetric=true", "run="])
+    config = TrainConfig.from_file(path, ["sampler=hybrid", "alpha=0.3", "symmetric=true", "run="])
     assert (config.backbone, config.steps, config.sampler, config.alpha, config.symmetric) == (
-        "tiny", 7, "mono", 0.3, True)
+        "tiny", 7, "hybrid", 0.3, True)
     assert config.source_list() == ["mlqa-r", "xquad-r"]
     resolved = config.resolved()
-    assert resolved.run == "train-tiny-mono-mlqa-r+xquad-r-s0"   # lib.naming.train_run_name
+    assert resolved.run == "train-tiny-hybrid-a0.3-mlqa-r+xquad-r-s0"   # lib.naming.train_run_name
     with pytest.raises(TrainError, match="unknown training parameters"):
         TrainConfig.from_file(None, ["stepz=3"])
     with pytest.raises(TrainError, match="sampler"):

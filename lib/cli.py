@@ -1,0 +1,53 @@
+"""How every command line ends on bad input: one or two lines and exit code 2, no traceback.
+
+A person who typed ``learning_rate=abc`` needs the parameter, what was expected and the fix, not
+forty lines of stack. ``run_cli`` calls a module's ``main(argv)``; an error of the kinds that
+describe bad input (``ValueError`` and its subclasses such as ``DataError`` and ``GridError``,
+missing or unreadable files, and the module's own error classes) is printed as
+``<prog>: error: <message>`` and exits with 2, argparse's code for bad usage. ``--debug``
+anywhere on the command line shows the full traceback instead. Other exceptions (bugs) keep
+their traceback.
+
+    if __name__ == "__main__":
+        run_cli(main, "python -m lib.train", input_errors=(TrainError, BackboneError))
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Sequence
+
+import yaml
+
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, yaml.YAMLError)
+BAD_INPUT = 2
+DEBUG_FLAG = "--debug"
+
+
+def error_message(error: BaseException) -> str:
+    """The message of an input error, with the fix for the errors Python words without one."""
+    if isinstance(error, PermissionError):
+        return (f"no permission to write {error.filename or 'a file'} ({error.strerror}); make the folder "
+                "writable or point HBT_OUTPUTS at a writable folder")
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"{error.filename} not found ({error.strerror}); check the path"
+    text = str(error).strip() or type(error).__name__
+    return text
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any], prog: str,
+            input_errors: tuple[type[BaseException], ...] = (), argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)`` (``sys.argv[1:]`` by default, ``--debug`` removed); 0 on success, 2 on
+    bad input (one message on stderr), a traceback for anything else or with ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
+    try:
+        main(argv)
+    except INPUT_ERRORS + tuple(input_errors) as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {error_message(error)}\n(run again with {DEBUG_FLAG} for the traceback)",
+              file=sys.stderr)
+        return BAD_INPUT
+    return 0
