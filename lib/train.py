@@ -87,7 +87,9 @@ class TrainConfig:
                                         section="validation, early stopping, checkpoints")
     split_seed: int = _param(0, "held-out ids and validation batches: the same for every seed")
     validation_sampler: str = _param("hybrid", "sampler of the fixed validation batches (alpha 0.5): comparable losses")
-    validation_batches: int = _param(8, "fixed validation batches of batch_size pairs")
+    validation_batch_size: int = _param(0, "pairs per validation batch; 0: batch_size, lowered to what the "
+                                         "held-out ids allow (the value used is in config.json)")
+    validation_batches: int = _param(8, "fixed validation batches of validation_batch_size pairs")
     eval_every: int = _param(25, "steps between validation losses (0 = only at the end)")
     patience: int = _param(3, "evaluations without improvement before stopping (0 = never)")
     checkpoint_every: int = _param(50, "steps between checkpoints (0 = none)")
@@ -127,7 +129,7 @@ class TrainConfig:
         for name in positive:
             if int(getattr(config, name)) < 1:
                 raise TrainError(f"{name} must be >= 1, got {getattr(config, name)!r}")
-        for name in ("eval_every", "patience", "checkpoint_every", "max_negatives"):
+        for name in ("eval_every", "patience", "checkpoint_every", "max_negatives", "validation_batch_size"):
             if int(getattr(config, name)) < 0:
                 raise TrainError(f"{name} must be >= 0, got {getattr(config, name)!r}")
         if config.keep_checkpoints < 1:

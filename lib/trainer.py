@@ -10,8 +10,9 @@ the backbone's prefixes and maximum lengths, embedded by the shared encoder (que
 hard negatives), scored by :class:`lib.losses.InfoNCELoss`; then gradient clipping, an AdamW step
 and a linear warm-up/decay learning rate (``transformers.get_linear_schedule_with_warmup``).
 Every ``eval_every`` steps the same loss on fixed validation batches (question ids held out with
-``split_by_qid``) decides early stopping (``patience`` evaluations without improvement) and which
-model is kept as the best. Gradient accumulation averages the gradients of several contrastive
+``split_by_qid``; ``validation_batch_size`` 0 = the training batch size lowered to what those ids
+allow, so that no batch size makes validation impossible) decides early stopping (``patience``
+evaluations without improvement) and which model is kept as the best. Gradient accumulation averages the gradients of several contrastive
 batches; it does not add negatives (the softmax of a batch only sees that batch).
 
 Outputs, in ``outputs/<run>/``: ``config.json`` + ``versions.json`` (resolved configuration and
@@ -55,7 +56,7 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -72,7 +73,7 @@ from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, t
 from lib.encode import autocast
 from lib.io import run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
-from lib.sampling import PairDataset, SamplingError, build_sampler
+from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size
 from lib.training_data import lareqa_groups, split_by_qid
 
 # Fields that may change between a checkpoint and its resumption (they do not change the weights
@@ -259,13 +260,19 @@ def _set_up_batches(run: _Run) -> None:
     run.batches = _endless(loader)
     if not validation_groups:
         return
+    validation_options = dict(alpha=0.5, **{**sampler_options, "seed": config.split_seed})
     try:
-        validation_sampler = build_sampler(config.validation_sampler, validation_groups, config.batch_size,
-                                           alpha=0.5, **{**sampler_options, "seed": config.split_seed})
+        if not config.validation_batch_size:  # what the held-out pools allow, recorded in config.json
+            size = fitting_batch_size(config.validation_sampler, validation_groups, config.batch_size,
+                                      processes.world, **validation_options)
+            run.config = config = replace(config, validation_batch_size=size)
+        validation_sampler = build_sampler(config.validation_sampler, validation_groups,
+                                           config.validation_batch_size, **validation_options)
     except SamplingError as error:
         raise TrainError(
             f"validation batches ({len({g.qid for g in validation_groups})} held-out question ids): {error}. "
-            "Raise validation_fraction, lower batch_size, or choose validation_sampler='cross'") from None
+            "Raise validation_fraction, set validation_batch_size=0 (what the held-out ids allow), "
+            "or choose validation_sampler='cross'") from None
     validation_data = PairDataset(validation_groups, config.hard_negatives, config.negative_language,
                                   config.split_seed)
     for index, batch in enumerate(RankSlice(validation_sampler, processes.rank, processes.world)):
