@@ -80,6 +80,8 @@ class TrainConfig:
     warmup_ratio: float = _param(0.1, "share of steps with a linearly rising learning rate")
     max_grad_norm: float = _param(1.0, "gradient clipping (0 = off)")
     grad_accumulation: int = _param(1, "batches per optimizer step")
+    mini_batch_size: int = _param(0, "gradient caching (lib.gradcache): pairs per process encoded at once, "
+                                  "the memory of a chunk with the gradients of the whole batch; 0: off")
     precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, fp32 on CPU")
     seed: int = _param(0, "seed of the model, the batches and dropout")
     device: str = _param("auto", "auto | cpu | cuda | cuda:N")
@@ -129,7 +131,8 @@ class TrainConfig:
         for name in positive:
             if int(getattr(config, name)) < 1:
                 raise TrainError(f"{name} must be >= 1, got {getattr(config, name)!r}")
-        for name in ("eval_every", "patience", "checkpoint_every", "max_negatives", "validation_batch_size"):
+        for name in ("eval_every", "patience", "checkpoint_every", "max_negatives", "validation_batch_size",
+                     "mini_batch_size"):
             if int(getattr(config, name)) < 0:
                 raise TrainError(f"{name} must be >= 0, got {getattr(config, name)!r}")
         if config.keep_checkpoints < 1:

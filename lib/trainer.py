@@ -13,7 +13,8 @@ Every ``eval_every`` steps the same loss on fixed validation batches (question i
 ``split_by_qid``; ``validation_batch_size`` 0 = the training batch size lowered to what those ids
 allow, so that no batch size makes validation impossible) decides early stopping (``patience``
 evaluations without improvement) and which model is kept as the best. Gradient accumulation averages the gradients of several contrastive
-batches; it does not add negatives (the softmax of a batch only sees that batch).
+batches; it does not add negatives (the softmax of a batch only sees that batch). A large batch in
+bounded memory is ``mini_batch_size``: gradient caching (``lib.gradcache``), the same gradients.
 
 Outputs, in ``outputs/<run>/``: ``config.json`` + ``versions.json`` (resolved configuration and
 package versions), ``train_log.csv`` (step, epoch, loss, lr, val_loss, pairs_per_second,
@@ -71,6 +72,7 @@ from lib.checkpoint import (checkpoint_step, checkpoints, load_checkpoint_weight
                             rng_state, save_model, set_rng_state, set_seed, write_checkpoint)
 from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, to_device
 from lib.encode import autocast
+from lib.gradcache import step_loss_backward
 from lib.io import run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
 from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size
@@ -78,7 +80,8 @@ from lib.training_data import lareqa_groups, split_by_qid
 
 # Fields that may change between a checkpoint and its resumption (they do not change the weights
 # on one machine; a different device or precision changes the rounding, not the recipe).
-RESUME_MAY_DIFFER = ("resume", "device", "precision", "checkpoint_every", "keep_checkpoints", "data_dir")
+RESUME_MAY_DIFFER = ("resume", "device", "precision", "mini_batch_size", "checkpoint_every", "keep_checkpoints",
+                     "data_dir")
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
 
 
@@ -350,11 +353,12 @@ def _train_step(run: _Run) -> _Step:
         batch = to_device(next(run.batches), run.device)
         last = micro == config.grad_accumulation - 1
         sync = run.dual_encoder.no_sync() if processes.world > 1 and not last else contextlib.nullcontext()
-        with sync:
-            with autocast(run.device, config.precision):
-                loss = batch_loss(run.dual_encoder, run.loss_fn, batch)
-            scaled = loss / config.grad_accumulation
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        with sync:  # mini_batch_size: gradient caching (lib.gradcache), else one forward of the batch
+            loss = step_loss_backward(
+                run.dual_encoder, run.loss_fn, batch, config.mini_batch_size,
+                precision=lambda: autocast(run.device, config.precision),
+                scale=lambda loss: scaler.scale(loss / config.grad_accumulation) if scaler is not None
+                else loss / config.grad_accumulation)
         step_loss += loss.item() / config.grad_accumulation
         step_pairs += batch["pairs"] * processes.world
     if processes.world > 1:  # log the loss of the whole batch, not of this process's queries
