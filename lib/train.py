@@ -61,7 +61,8 @@ class TrainConfig:
     backbone: str = _param("me5-small-q4", "registry name (params/backbones/*.yaml) or model folder",
                            section="model")
     freeze_embeddings: bool | str = _param("auto", "freeze the word-embedding table: true | false | auto (CPU only)")
-    train_sources: str = _param("mlqa-r", "comma-separated LAReQA datasets: mlqa-r, xquad-r", section="data")
+    train_sources: str = _param("mlqa-r", "comma-separated training sources (params/sources/*.yaml: mlqa-r, "
+                                "xquad-r, mmarco, ...); a batch's source drawn by size", section="data")
     languages: str = _param("", "comma-separated training languages; empty: all")
     candidate_context: str = _param("sentence", "positives as sentences, or sentence + paragraph")
     max_negatives: int = _param(3, "hard negatives kept per group and language")

@@ -76,7 +76,8 @@ from lib.gradcache import step_loss_backward
 from lib.io import run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
 from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size
-from lib.training_data import lareqa_groups, split_by_qid
+from lib.sources import load_source_groups
+from lib.training_data import split_by_qid
 
 # Fields that may change between a checkpoint and its resumption (they do not change the weights
 # on one machine; a different device or precision changes the rounding, not the recipe).
@@ -151,14 +152,15 @@ def trained_backbone_settings(config, backbone, step: int, kind: str) -> dict[st
 
 
 def load_training_groups(config):
-    """LAReQA groups of every source in ``train_sources``, then ``split_by_qid`` -> (train, validation)."""
+    """Groups of every registered source in ``train_sources`` (``lib.sources``), then ``split_by_qid``
+    -> (train, validation)."""
     groups = []
     for source in config.source_list():
-        groups += lareqa_groups(source, candidate_context=config.candidate_context,
-                                max_negatives=config.max_negatives, data_dir=config.data_dir or None)
+        groups += load_source_groups(source, candidate_context=config.candidate_context,
+                                     max_negatives=config.max_negatives, data_dir=config.data_dir or None)
     if not groups:
-        raise TrainError(f"train_sources {config.train_sources!r} gave no training groups; "
-                         "name LAReQA datasets, e.g. 'mlqa-r' or 'mlqa-r,xquad-r'")
+        raise TrainError(f"train_sources {config.train_sources!r} gave no training groups; name registered "
+                         "sources (params/sources/*.yaml), e.g. 'mlqa-r' or 'mlqa-r,xquad-r'")
     return split_by_qid(groups, config.validation_fraction, config.split_seed)
 
 
