@@ -36,7 +36,8 @@ def check(args: argparse.Namespace, mini_batch_size: int) -> dict:
     evaluation, _ = run_evaluation(str(result.best_model_dir), "xquad-r", batch_size=256, device=args.device,
                                    run=f"{config.run}-xquad-r", max_questions=args.max_questions)
     return {"mini_batch_size": mini_batch_size, "pairs_per_second": result.metrics["pairs_per_second"],
-            "peak_memory_mb": result.metrics["peak_memory_mb"], "peak_memory_kind": result.metrics["peak_memory_kind"], "best_val_loss": result.metrics["best_val_loss"],
+            "peak_memory_mb": result.metrics["peak_memory_mb"], "peak_memory_kind": result.metrics["peak_memory_kind"],
+            "best_val_loss": result.metrics["best_val_loss"],
             "train_time_s": result.metrics["train_time_s"],
             **{f"xquad-r {name}": value for name, value in evaluation.summary.items()}}
 
