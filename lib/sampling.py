@@ -220,6 +220,11 @@ class BatchSampler(torch.utils.data.Sampler):
                     f"batch); lower batch_size to at most {distinct}, {fix}")
         return members
 
+    def largest_batch_size(self) -> int:
+        """The largest ``batch_size`` these groups allow: the distinct question ids of the smallest
+        pool (no id may appear twice in a batch, so no batch can be larger)."""
+        return int(min(len(np.unique(self._qid_codes[rows])) for rows in self._members.values()))
+
     def _no_groups_message(self, kind: str) -> str:
         if kind == "en":
             return (f"sampler {self.name!r} needs English groups (query and positive in 'en'), and "
@@ -477,6 +482,23 @@ def build_sampler(name: str, groups: Sequence[ParallelGroup], batch_size: int, s
     if name == "hybrid":
         options["alpha"] = alpha
     return SAMPLER_CLASSES[name](groups, batch_size, **options)
+
+
+def fitting_batch_size(name: str, groups: Sequence[ParallelGroup], wanted: int, multiple_of: int = 1,
+                       **options) -> int:
+    """``wanted``, lowered to the largest batch size ``build_sampler(name, groups, ...)`` accepts and
+    rounded down to a multiple of ``multiple_of`` (processes that split each batch): a sampler over
+    few groups (held-out validation ids) that still works when ``wanted`` is the training batch size.
+
+        fitting_batch_size("hybrid", validation_groups, 100)   # e.g. 46: the smallest mono pool
+    """
+    largest = build_sampler(name, groups, 1, **options).largest_batch_size()
+    size = min(int(wanted), largest) // multiple_of * multiple_of
+    if size < 1:
+        raise SamplingError(f"sampler {name!r} over these {len(groups)} groups allows batches of at most "
+                            f"{largest} pairs, fewer than the {multiple_of} processes that split each batch; "
+                            "add groups (raise validation_fraction) or use fewer processes")
+    return size
 
 
 class PairDataset(torch.utils.data.Dataset):

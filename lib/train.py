@@ -66,7 +66,8 @@ class TrainConfig:
     backbone: str = _param("me5-small-q4", "registry name (params/backbones/*.yaml) or model folder",
                            section="model")
     freeze_embeddings: bool | str = _param("auto", "freeze the word-embedding table: true | false | auto (CPU only)")
-    train_sources: str = _param("mlqa-r", "comma-separated LAReQA datasets: mlqa-r, xquad-r", section="data")
+    train_sources: str = _param("mlqa-r", "comma-separated training sources (params/sources/*.yaml: mlqa-r, "
+                                "xquad-r, mmarco, ...); a batch's source drawn by size", section="data")
     languages: str = _param("", "comma-separated training languages; empty: all")
     candidate_context: str = _param("sentence", "positives as sentences, or sentence + paragraph")
     max_negatives: int = _param(3, "hard negatives kept per group and language")
@@ -85,6 +86,8 @@ class TrainConfig:
     warmup_ratio: float = _param(0.1, "share of steps with a linearly rising learning rate")
     max_grad_norm: float = _param(1.0, "gradient clipping (0 = off)")
     grad_accumulation: int = _param(1, "batches per optimizer step")
+    mini_batch_size: int = _param(0, "gradient caching (lib.gradcache): pairs per process encoded at once, "
+                                  "the memory of a chunk with the gradients of the whole batch; 0: off")
     precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, fp32 on CPU")
     seed: int = _param(0, "seed of the model, the batches and dropout")
     device: str = _param("auto", "auto | cpu | cuda | cuda:N")
@@ -92,7 +95,9 @@ class TrainConfig:
                                         section="validation, early stopping, checkpoints")
     split_seed: int = _param(0, "held-out ids and validation batches: the same for every seed")
     validation_sampler: str = _param("hybrid", "sampler of the fixed validation batches (alpha 0.5): comparable losses")
-    validation_batches: int = _param(8, "fixed validation batches of batch_size pairs")
+    validation_batch_size: int = _param(0, "pairs per validation batch; 0: batch_size, lowered to what the "
+                                         "held-out ids allow (the value used is in config.json)")
+    validation_batches: int = _param(8, "fixed validation batches of validation_batch_size pairs")
     eval_every: int = _param(25, "steps between validation losses (0 = only at the end)")
     patience: int = _param(3, "evaluations without improvement before stopping (0 = never)")
     checkpoint_every: int = _param(50, "steps between checkpoints (0 = none)")
@@ -162,7 +167,8 @@ class TrainConfig:
         for name in positive:
             if int(getattr(config, name)) < 1:
                 raise TrainError(f"{name} must be >= 1, got {getattr(config, name)!r}")
-        for name in ("eval_every", "patience", "checkpoint_every", "max_negatives"):
+        for name in ("eval_every", "patience", "checkpoint_every", "max_negatives", "validation_batch_size",
+                     "mini_batch_size"):
             if int(getattr(config, name)) < 0:
                 raise TrainError(f"{name} must be >= 0, got {getattr(config, name)!r}")
         if config.keep_checkpoints < 1:

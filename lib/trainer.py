@@ -10,9 +10,11 @@ the backbone's prefixes and maximum lengths, embedded by the shared encoder (que
 hard negatives), scored by :class:`lib.losses.InfoNCELoss`; then gradient clipping, an AdamW step
 and a linear warm-up/decay learning rate (``transformers.get_linear_schedule_with_warmup``).
 Every ``eval_every`` steps the same loss on fixed validation batches (question ids held out with
-``split_by_qid``) decides early stopping (``patience`` evaluations without improvement) and which
-model is kept as the best. Gradient accumulation averages the gradients of several contrastive
-batches; it does not add negatives (the softmax of a batch only sees that batch).
+``split_by_qid``; ``validation_batch_size`` 0 = the training batch size lowered to what those ids
+allow, so that no batch size makes validation impossible) decides early stopping (``patience``
+evaluations without improvement) and which model is kept as the best. Gradient accumulation averages the gradients of several contrastive
+batches; it does not add negatives (the softmax of a batch only sees that batch). A large batch in
+bounded memory is ``mini_batch_size``: gradient caching (``lib.gradcache``), the same gradients.
 
 Outputs, in ``outputs/<run>/``: ``config.json`` + ``versions.json`` (resolved configuration and
 package versions), ``train_log.csv`` (step, epoch, loss, lr, val_loss, pairs_per_second,
@@ -55,7 +57,7 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -70,14 +72,17 @@ from lib.checkpoint import (CorruptCheckpointError, checkpoint_step, checkpoints
                             rng_state, save_model, set_rng_state, set_seed, write_checkpoint)
 from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, to_device
 from lib.encode import autocast
+from lib.gradcache import step_loss_backward
 from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
-from lib.sampling import PairDataset, SamplingError, build_sampler
-from lib.training_data import lareqa_groups, split_by_qid
+from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size
+from lib.sources import load_source_groups
+from lib.training_data import split_by_qid
 
 # Fields that may change between a checkpoint and its resumption (they do not change the weights
 # on one machine; a different device or precision changes the rounding, not the recipe).
-RESUME_MAY_DIFFER = ("resume", "device", "precision", "checkpoint_every", "keep_checkpoints", "data_dir")
+RESUME_MAY_DIFFER = ("resume", "device", "precision", "mini_batch_size", "checkpoint_every", "keep_checkpoints",
+                     "data_dir")
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
 
 
@@ -147,14 +152,15 @@ def trained_backbone_settings(config, backbone, step: int, kind: str) -> dict[st
 
 
 def load_training_groups(config):
-    """LAReQA groups of every source in ``train_sources``, then ``split_by_qid`` -> (train, validation)."""
+    """Groups of every registered source in ``train_sources`` (``lib.sources``), then ``split_by_qid``
+    -> (train, validation)."""
     groups = []
     for source in config.source_list():
-        groups += lareqa_groups(source, candidate_context=config.candidate_context,
-                                max_negatives=config.max_negatives, data_dir=config.data_dir or None)
+        groups += load_source_groups(source, candidate_context=config.candidate_context,
+                                     max_negatives=config.max_negatives, data_dir=config.data_dir or None)
     if not groups:
-        raise TrainError(f"train_sources {config.train_sources!r} gave no training groups; "
-                         "name LAReQA datasets, e.g. 'mlqa-r' or 'mlqa-r,xquad-r'")
+        raise TrainError(f"train_sources {config.train_sources!r} gave no training groups; name registered "
+                         "sources (params/sources/*.yaml), e.g. 'mlqa-r' or 'mlqa-r,xquad-r'")
     return split_by_qid(groups, config.validation_fraction, config.split_seed)
 
 
@@ -262,13 +268,19 @@ def _set_up_batches(run: _Run) -> None:
     run.batches = _endless(loader)
     if not validation_groups:
         return
+    validation_options = dict(alpha=0.5, **{**sampler_options, "seed": config.split_seed})
     try:
-        validation_sampler = build_sampler(config.validation_sampler, validation_groups, config.batch_size,
-                                           alpha=0.5, **{**sampler_options, "seed": config.split_seed})
+        if not config.validation_batch_size:  # what the held-out pools allow, recorded in config.json
+            size = fitting_batch_size(config.validation_sampler, validation_groups, config.batch_size,
+                                      processes.world, **validation_options)
+            run.config = config = replace(config, validation_batch_size=size)
+        validation_sampler = build_sampler(config.validation_sampler, validation_groups,
+                                           config.validation_batch_size, **validation_options)
     except SamplingError as error:
         raise TrainError(
             f"validation batches ({len({g.qid for g in validation_groups})} held-out question ids): {error}. "
-            "Raise validation_fraction, lower batch_size, or choose validation_sampler='cross'") from None
+            "Raise validation_fraction, set validation_batch_size=0 (what the held-out ids allow), "
+            "or choose validation_sampler='cross'") from None
     validation_data = PairDataset(validation_groups, config.hard_negatives, config.negative_language,
                                   config.split_seed)
     for index, batch in enumerate(RankSlice(validation_sampler, processes.rank, processes.world)):
@@ -364,11 +376,12 @@ def _train_step(run: _Run) -> _Step:
         batch = to_device(next(run.batches), run.device)
         last = micro == config.grad_accumulation - 1
         sync = run.dual_encoder.no_sync() if processes.world > 1 and not last else contextlib.nullcontext()
-        with sync:
-            with autocast(run.device, config.precision):
-                loss = batch_loss(run.dual_encoder, run.loss_fn, batch)
-            scaled = loss / config.grad_accumulation
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        with sync:  # mini_batch_size: gradient caching (lib.gradcache), else one forward of the batch
+            loss = step_loss_backward(
+                run.dual_encoder, run.loss_fn, batch, config.mini_batch_size,
+                precision=lambda: autocast(run.device, config.precision),
+                scale=lambda loss: scaler.scale(loss / config.grad_accumulation) if scaler is not None
+                else loss / config.grad_accumulation)
         step_loss += loss.item() / config.grad_accumulation
         step_pairs += batch["pairs"] * processes.world
     if processes.world > 1:  # log the loss of the whole batch, not of this process's queries

@@ -285,6 +285,9 @@ def load_mmarco_groups(languages: Sequence[str], max_groups: int, cache_dir: str
 # Machine translation of groups
 
 DEFAULT_MT_MODEL = "facebook/nllb-200-distilled-600M"
+# Hub commits of translation models, loaded and part of the translation cache key (a public pin of
+# the repository names it; not checked against the hub from here). Another model: add it here.
+MT_REVISIONS = {DEFAULT_MT_MODEL: "f8d333a098d19b4fd9a8b18f94170487ad3f821d"}
 
 # ISO 639-1 -> FLORES-200 codes (NLLB's language tokens).
 NLLB_CODES = {
@@ -340,16 +343,17 @@ class Seq2SeqTranslator:
 
     def __init__(self, model_name: str = DEFAULT_MT_MODEL, device: str | None = None, family: str | None = None,
                  max_input_length: int = 512, max_new_tokens: int = 256, num_beams: int = 1,
-                 half_precision: bool | None = None):
+                 half_precision: bool | None = None, revision: str | None = None):
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.name = str(model_name)
+        self.revision = revision or MT_REVISIONS.get(self.name)
         # torch's accelerator (cuda, mps, ...) when there is one: the device lib.backbones would pick
         accelerator = torch.accelerator.current_accelerator()
         self.device = device or (accelerator.type if accelerator is not None else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_name)
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(model_name)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name, revision=self.revision)
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(model_name, revision=self.revision)
         if half_precision is None:
             half_precision = str(self.device).startswith("cuda")
         if half_precision:
@@ -494,8 +498,10 @@ def translate_groups(groups: Sequence[ParallelGroup], target_languages: Sequence
             loaded.append(translator if translator is not None else Seq2SeqTranslator(model_name, **translator_options))
         return loaded[0](batch, source, target)
 
+    revision = translator_options.get("revision") or MT_REVISIONS.get(model_name)
+    cache_model = f"{model_name}@{revision}" if revision else model_name  # another commit, other entries
     translated = {target: translate_texts(texts, source_language, target, lazy_translator, cache,
-                                          model_name, batch_size) for target in targets}
+                                          cache_model, batch_size) for target in targets}
     result = []
     for group in groups:
         new = ParallelGroup(qid=group.qid, source=group.source, queries=dict(group.queries),

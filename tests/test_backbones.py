@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import types
+
 import numpy as np
 import pytest
+import sentence_transformers
 
 from lib.backbones import BackboneError, available_backbones, get_backbone, load_model
-from lib.encode import encode
+from lib.encode import cache_file, encode
 
 
 def test_registry_lists_the_paper_backbones():
@@ -14,6 +19,32 @@ def test_registry_lists_the_paper_backbones():
     labse = get_backbone("labse")
     assert labse.source == "hub" and labse.hub_id == "sentence-transformers/LaBSE" and labse.pooling == "cls"
     assert get_backbone("xlmr-base").extra["sentence_transformers"] is False
+
+
+def test_hub_backbones_pin_a_commit_that_loading_and_cache_keys_use(monkeypatch):
+    hub = [get_backbone(name) for name in available_backbones() if get_backbone(name).source == "hub"]
+    assert {b.name for b in hub} >= {"labse", "xlmr-base", "xlmr-large", "me5-small"}
+    for backbone in hub:
+        assert re.fullmatch(r"[0-9a-f]{40}", backbone.revision or ""), backbone.name
+    labse = get_backbone("labse")
+    other = dataclasses.replace(labse, revision="0" * 40)
+    assert cache_file(labse, ["a"], "query") != cache_file(other, ["a"], "query")
+    calls = []
+
+    def stub(*args, **kwargs):  # what the hub would be asked for
+        calls.append(kwargs)
+        return types.SimpleNamespace()
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", stub)
+    assert load_model("labse", device="cpu").backbone.revision == labse.revision
+    assert calls[0]["revision"] == labse.revision
+
+
+def test_prefixes_are_a_per_backbone_setting_labse_without():
+    labse = get_backbone("labse")
+    assert (labse.query_prefix, labse.passage_prefix) == ("", "")
+    assert get_backbone("xlmr-base").query_prefix == "Query: "   # the paper's convention
+    assert get_backbone("me5-small").query_prefix == "query: "   # E5's own
 
 
 def test_unknown_backbone_lists_the_known_ones():

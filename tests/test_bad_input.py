@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+import lib.gradcache
 import lib.trainer
 from lib.cli import run_cli
 from lib.completion import MARKER, is_complete, mark_complete
@@ -266,7 +267,7 @@ def _one_thread():
 def test_a_diverged_run_stops_with_the_step_and_saves_no_nan(monkeypatch):
     """The loss turns NaN at step 2 (as learning_rate=1e6 did): TrainError naming step 2 and the
     learning rate; the step-1 checkpoint is kept; no model, no metrics.json."""
-    real_loss = lib.trainer.batch_loss
+    real_loss = lib.gradcache.batch_loss  # the plain (uncached) path of every training step
     calls = {"n": 0}
 
     def loss_turning_nan(*args):
@@ -274,7 +275,7 @@ def test_a_diverged_run_stops_with_the_step_and_saves_no_nan(monkeypatch):
         loss = real_loss(*args)
         return loss * float("nan") if calls["n"] >= 2 else loss
 
-    monkeypatch.setattr(lib.trainer, "batch_loss", loss_turning_nan)
+    monkeypatch.setattr(lib.gradcache, "batch_loss", loss_turning_nan)
     with pytest.raises(TrainError, match=r"training diverged at step 2: the loss is nan \(learning_rate 0.001"):
         train(tiny_config(), groups=groups(), progress=False)
     run = outputs_dir() / "r"

@@ -69,9 +69,9 @@ def test_paper_grid_configuration():
     grid = load_grid(PARAMS / "grid-paper.yaml")
     assert set(grid.backbones) <= set(available_backbones()) and set(grid.backbones) == {"xlmr-base", "labse"}
     assert grid.train["batch_size"] == 100 and grid.train["learning_rate"] == pytest.approx(3e-5)
-    assert set(grid.samplers) == {"mono", "cross", "hybrid"}
+    assert set(grid.samplers) == {"en", "mono", "cross", "hybrid"}
     cells = expand_cells(grid)
-    assert len(cells) == 2 * (1 + 2 * 3 * 3)              # per backbone: zero-shot + 2 mixtures x 3 samplers x 3 seeds
+    assert len(cells) == 2 * (1 + 2 * 4 * 3)              # per backbone: zero-shot + 2 mixtures x 4 samplers x 3 seeds
     for cell in cells:
         if cell.train_run:                                # never evaluated on what it trained on
             assert not {d for d, _ in cell.eval_runs} & set(cell.train_sources.split(","))

@@ -129,6 +129,17 @@ def test_the_hub_path_pins_revisions(monkeypatch, tmp_path):
     assert {c[3] for c in calls[1:]} == {miracl.CORPUS_REVISION} and len(files) == 2
 
 
+def test_a_refused_hub_download_says_to_accept_the_terms_and_log_in(monkeypatch):
+    def refused(**kwargs):
+        raise PermissionError("401 Client Error: access to this gated repository is restricted")
+
+    monkeypatch.delenv("MIRACL_DIR", raising=False)
+    monkeypatch.setattr(miracl, "hf_hub_download", refused)
+    with pytest.raises(DataError, match=r"gated: accept the terms at https://huggingface.co/datasets/miracl/miracl"
+                                        r".*hf auth login.*HF_TOKEN.*MIRACL_DIR"):
+        annotation_file("sw", "qrels")
+
+
 def test_score_run_on_a_hand_made_case():
     qrels = {"q1": {"d1": 1, "d2": 1, "d9": 0}, "q2": {"d4": 1}}
     run = {"q1": {"d3": 3.0, "d1": 2.0, "d2": 1.0}, "q2": {"d5": 1.0}}

@@ -20,7 +20,7 @@ from lib.data import ParallelGroup
 from lib.batch_composition import batch_composition, batch_summary, composition_overview, language_pair_counts
 from lib.sampling import (SAMPLERS, CrossLingualBatchSampler, EnglishBatchSampler, HybridBatchSampler,
                           MixedLanguageBatchSampler, MonolingualBatchSampler, PairDataset, PairIndex,
-                          SamplingError, build_sampler)
+                          SamplingError, build_sampler, fitting_batch_size)
 
 LANGUAGES = ["ar", "de", "en", "es", "hi", "vi", "zh"]
 
@@ -111,6 +111,21 @@ def test_errors_name_the_input_and_the_fix(groups):
         build_sampler("mono", groups, 0)
     with pytest.raises(SamplingError, match="groups is empty"):
         build_sampler("mono", [], 4)
+
+
+
+def test_fitting_batch_size_is_the_largest_batch_the_smallest_pool_allows(groups):
+    sampler = build_sampler("hybrid", groups, 1)
+    smallest = min(len({groups[r].qid for r in rows}) for rows in sampler._members.values())
+    assert sampler.largest_batch_size() == smallest
+    assert fitting_batch_size("hybrid", groups, 1000) == smallest
+    build_sampler("hybrid", groups, smallest)  # fits
+    with pytest.raises(SamplingError, match="larger than the mono pool"):
+        build_sampler("hybrid", groups, smallest + 1)
+    assert fitting_batch_size("hybrid", groups, 5) == 5  # a batch that fits is kept
+    assert fitting_batch_size("hybrid", groups, 1000, multiple_of=4) == smallest // 4 * 4
+    with pytest.raises(SamplingError, match="fewer than the 1000 processes"):
+        fitting_batch_size("hybrid", groups, 8, multiple_of=1000)
 
 
 # -- the rules ---------------------------------------------------------------------------------

@@ -274,6 +274,22 @@ def test_early_stopping_on_a_flat_validation_loss():
     assert (result.model_dir / "backbone.json").is_file()
 
 
+
+def test_validation_fits_a_batch_larger_than_the_held_out_pools():
+    """Batch 8 trains (the smallest training pool, 'fr', has 24 ids) but the 8 held-out ids have only
+    6 in French: validation_batch_size 0 lowers the validation batch to 6 and records it."""
+    config = small_config(batch_size=8, steps=1, eval_every=1, checkpoint_every=0, freeze_embeddings=True,
+                          run="validation-fits")
+    result = train(config, groups=split(synthetic_groups()), progress=False)
+    assert read_json(result.run_dir / "config.json")["validation_batch_size"] == 6
+    # one epoch of the validation sampler: 8 held-out ids // 6 = 1 batch
+    assert result.metrics["validation_batches"] == 1 and math.isfinite(result.metrics["best_val_loss"])
+    with pytest.raises(TrainError, match="validation batches.*batch_size 8 is larger than the mono pool.*"
+                                         "validation_batch_size=0"):
+        train(dataclasses.replace(config, validation_batch_size=8, run="validation-too-large"),
+              groups=split(synthetic_groups()), progress=False)
+
+
 def test_resume_refuses_another_configuration():
     groups = split(synthetic_groups())
     train(small_config(steps=2, checkpoint_every=1, eval_every=0, freeze_embeddings=True, run="other"),

@@ -279,6 +279,12 @@ def test_translate_groups_caches_and_resumes(tiny_translation_model, tmp_path):
     other = Counting(tiny_translation_model)
     translate_groups(ENGLISH[:1], ["de"], model_name="tiny-2", cache_path=cache, translator=other)
     assert other.texts == 3
+    # and so is another commit of the same model (the default model's pinned one, or revision=)
+    pinned = Counting(tiny_translation_model)
+    translate_groups(ENGLISH[:1], ["de"], model_name="tiny-2", cache_path=cache, translator=pinned, revision="abc")
+    assert pinned.texts == 3
+    entries = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()]
+    assert {"tiny-2", "tiny-2@abc"} <= {entry["model"] for entry in entries}
 
 
 def test_translate_groups_loads_the_model_only_when_needed(tiny_translation_model, tmp_path, monkeypatch):
