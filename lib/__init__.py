@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("io", "naming", "hardware", "tatoeba_checksums", "validation", "cli", "completion")),
-    ("data", ("data", "training_data", "sources", "sampling", "batch_composition", "data_figures")),
+    ("data", ("data", "training_data", "translation", "sources", "sampling", "batch_composition", "data_figures")),
     ("model", ("backbones", "encode", "losses", "dual_encoder", "gradcache", "checkpoint")),
     ("training", ("trainer", "train", "weights")),
     ("retrieval", ("retrieval", "debias", "corpus", "indexes")),

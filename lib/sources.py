@@ -14,7 +14,7 @@ kind       what the YAML says, and what the loader does
             and ``format`` (parquet | jsonl | tsv), ``columns`` (qid, query, positive: the set's own
             column names), ``positive_when`` / ``negative_when`` (column -> value filters; the
             negatives are other rows of the same question), ``translate_to`` and
-            ``translation_model`` -> ``lib.training_data.translate_groups`` (NLLB by default; cached
+            ``translation_model`` -> ``lib.translation.translate_groups`` (NLLB by default; cached
             and resumable, batched, on the GPU when there is one). Offline:
             ``HBT_SOURCES_DIR/<hub_id>/<file>``.
 =========  ==================================================================================
@@ -38,7 +38,8 @@ import yaml
 
 from lib.data import DataError, ParallelGroup
 from lib.io import PROJECT_ROOT, cache_dir
-from lib.training_data import DEFAULT_MT_MODEL, lareqa_groups, load_mmarco_groups, translate_groups
+from lib.training_data import lareqa_groups, load_mmarco_groups
+from lib.translation import DEFAULT_MT_MODEL, translate_groups
 
 SOURCE_DIR = PROJECT_ROOT / "params" / "sources"
 KINDS = ("lareqa", "mmarco", "hub-qa")

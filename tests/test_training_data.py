@@ -12,8 +12,6 @@ from lib.data import DataError, ParallelGroup, load_lareqa
 from lib.training_data import (
     MMARCO_REVISION,
     MMARCO_TRIPLES,
-    Seq2SeqTranslator,
-    TranslationCache,
     language_counts,
     languages_per_group,
     lareqa_groups,
@@ -25,9 +23,8 @@ from lib.training_data import (
     normalize_text,
     save_groups,
     split_by_qid,
-    translate_groups,
-    translation_codes,
 )
+from lib.translation import Seq2SeqTranslator, TranslationCache, translate_groups, translation_codes
 
 
 def group(qid, source="test", **texts):
@@ -288,7 +285,7 @@ def test_translate_groups_caches_and_resumes(tiny_translation_model, tmp_path):
 
 
 def test_translate_groups_loads_the_model_only_when_needed(tiny_translation_model, tmp_path, monkeypatch):
-    import lib.training_data
+    import lib.translation
 
     loads = []
 
@@ -296,7 +293,7 @@ def test_translate_groups_loads_the_model_only_when_needed(tiny_translation_mode
         loads.append((model_name, options))
         return tiny_translation_model
 
-    monkeypatch.setattr(lib.training_data, "Seq2SeqTranslator", load)
+    monkeypatch.setattr(lib.translation, "Seq2SeqTranslator", load)
     cache = tmp_path / "mt.jsonl"
     groups = translate_groups(ENGLISH[:2], ["de"], model_name="some/model", cache_path=cache, device="cpu")
     assert loads == [("some/model", {"device": "cpu"})]
