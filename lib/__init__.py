@@ -14,7 +14,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("data", "training_data", "sampling", "data_figures")),
     ("model", ("backbones", "encode", "losses", "dual_encoder", "checkpoint")),
     ("training", ("trainer", "train", "weights")),
-    ("retrieval", ("retrieval", "debias", "corpus", "indexes")),
+    ("retrieval", ("retrieval", "run_files", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),
     ("evaluation", ("results", "tatoeba", "miracl", "evaluate")),
     ("orchestration", ("notebooks", "scheduler", "grid")),

@@ -23,14 +23,16 @@ from lib.io import run_dir
 from lib.metrics import per_query_metrics, summarise, summary_table
 from lib.results import EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, write_evaluation
 from lib.retrieval import SETTINGS, lareqa_ranks
+from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
 
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
-                    settings=SETTINGS, top_k: int = 10) -> Evaluation:
+                    settings=SETTINGS, top_k: int = 10, run_depth: int = RUN_DEPTH) -> Evaluation:
     """Ranks of every relevant candidate per setting -> per-query metrics and the paper's macro
-    averages; with ``multi``, also the ``top_k`` neighbours of each multilingual query (``lib.bias``)."""
+    averages; with ``multi``, also the ``top_k`` neighbours of each multilingual query (``lib.bias``);
+    the top ``run_depth`` of every ranking as TREC run files and qrels (``lib.run_files``; 0 = none)."""
     timings = {}
     start = time.perf_counter()
     questions = encode(model, dataset.questions.text, "query", batch_size=batch_size)
@@ -47,10 +49,16 @@ def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
         neighbours = multilingual_neighbours(dataset, questions, candidates, k=top_k)
         timings["neighbours_s"] = time.perf_counter() - start
         tables = {NEIGHBOURS_FILE: neighbours.top_k, ALIGNMENT_FILE: neighbours.alignment}
+    run_files = []
+    if run_depth:
+        start = time.perf_counter()
+        run_files = lareqa_run_files(dataset, questions, candidates, ranks, depth=run_depth)
+        timings["run_files_s"] = time.perf_counter() - start
     per_query = per_query_metrics(ranks)
     means = summarise(per_query)
     summary = summary_table(means["macro"]).iloc[0].to_dict()
-    return Evaluation(summary, means["per_language"], means["per_pair"], per_query, ranks, timings, tables)
+    return Evaluation(summary, means["per_language"], means["per_pair"], per_query, ranks, timings, tables,
+                      run_files)
 
 
 def _lareqa_run_suffix(request: EvaluationRequest) -> str:
@@ -64,6 +72,7 @@ def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluat
     config = {"candidate_context": request.candidate_context, "languages": data.languages,
               "max_questions": request.max_questions, "n_questions": len(data.questions),
               "n_candidates": len(data.candidates),
+              "run_files": f"{TREC_FOLDER}/<setting>.run.gz (top {RUN_DEPTH} per query) and {TREC_FOLDER}/<setting>.qrels",
               "index": "faiss IndexFlatIP (exact inner product on L2-normalised embeddings)"}
     return evaluate_lareqa(model, data, batch_size=request.batch_size), config
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from lib.io import atomic_path, write_json, write_provenance
+from lib.run_files import TrecRun, write_run_files
 
 
 @dataclass
@@ -27,7 +28,8 @@ class Evaluation:
     """What an evaluation produced: a flat ``summary`` of named metrics (sentence-transformers
     evaluator style), tables per language and per pair, per-query ranks, and timings.
     ``tables`` holds further per-run tables, written as parquet under their file name (LAReQA:
-    ``lib.bias``'s neighbours and alignment of every multilingual query)."""
+    ``lib.bias``'s neighbours and alignment of every multilingual query). ``run_files``: TREC
+    run files and qrels per setting (``lib.run_files``), written under ``trec/``."""
 
     summary: dict[str, float]
     per_language: pd.DataFrame
@@ -36,6 +38,7 @@ class Evaluation:
     ranks: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    run_files: list[TrecRun] = field(default_factory=list)
 
 
 def _records(frame: pd.DataFrame | None):
@@ -43,7 +46,7 @@ def _records(frame: pd.DataFrame | None):
 
 
 def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[str, Any]) -> Path:
-    """``config.json``, ``versions.json``, ``metrics.json`` and per-query tables in a run folder."""
+    """``config.json``, ``versions.json``, ``metrics.json``, per-query tables and TREC run files in a run folder."""
     run_path = Path(run_path)
     write_provenance(run_path, config)
     write_json(run_path / "metrics.json", {
@@ -55,6 +58,7 @@ def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[
         if frame is not None:
             with atomic_path(run_path / name) as tmp:
                 frame.to_parquet(tmp, index=False)
+    write_run_files(run_path, evaluation.run_files)
     return run_path
 
 
