@@ -4,12 +4,15 @@
 relevant candidate in the mono, cross and multi settings with exact faiss search, and turns
 the ranks into per-query metrics and the paper's averages (``lib.metrics``). It is registered
 for xquad-r and mlqa-r; ``lib.tatoeba`` and ``lib.miracl`` register theirs (``lib.results``),
-and ``run_evaluation`` serves any registered dataset.
+and ``run_evaluation`` serves any registered dataset. ``EvaluateConfig`` holds 04_evaluate's
+parameters (its parameters cell is generated from it) and ``python -m lib.evaluate key=value ...``
+runs the same evaluation from a shell; ``--help`` lists every parameter and its default.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from lib.data import RetrievalDataset, load_lareqa
 from lib.encode import encode
 from lib.io import run_dir
 from lib.metrics import per_query_metrics, summarise, summary_table
+from lib.parameters import param, parse_command_line
 from lib.results import EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, write_evaluation
 from lib.retrieval import SETTINGS, lareqa_ranks
 from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
@@ -104,3 +108,46 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
               "run": run, "index": index_description}
     evaluation.timings["total_s"] = time.perf_counter() - started
     return evaluation, write_evaluation(run_dir(run), evaluation, config)
+
+
+# --------------------------------------------------------------------------------------------
+# The step's parameters: notebooks/04_evaluate.ipynb and ``python -m lib.evaluate``
+
+
+@dataclass
+class EvaluateConfig:
+    """Every parameter of 04_evaluate (``python -m lib.evaluate --notebook-parameters`` prints its cell)."""
+
+    backbone: str = param("me5-small-q4", "registry name (params/backbones/*.yaml) or trained model folder "
+                          "(outputs/<run>/model)", smoke="tiny")
+    dataset: str = param("xquad-r", "xquad-r | mlqa-r | tatoeba | miracl")
+    candidate_context: str = param("sentence", "sentence | paragraph (XTREME-R's reference evaluation)")
+    batch_size: int = param(64, "texts per encoder batch")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N")
+    max_questions: int | None = param(None, "LAReQA questions kept per language; None (null): all", smoke=40)
+    languages: str = param("", "comma-separated subset; empty: all (MIRACL: the paper's 15)")
+    index: str = param("flat", "MIRACL: flat | ivf | hnsw | ivfpq")
+    run: str = param("", "outputs/<run>; empty: eval-<backbone>-<dataset>[-paragraph]")
+
+
+def evaluate_step(config: EvaluateConfig) -> tuple[Evaluation, Path]:
+    """``run_evaluation`` with a step configuration (the notebook's cell, or the command line)."""
+    languages = [lang.strip() for lang in config.languages.split(",") if lang.strip()] or None
+    return run_evaluation(config.backbone, dataset=config.dataset, candidate_context=config.candidate_context,
+                          batch_size=config.batch_size, device=config.device, run=config.run,
+                          max_questions=config.max_questions, languages=languages, index=config.index)
+
+
+def main(argv=None) -> tuple[Evaluation, Path] | None:
+    """``python -m lib.evaluate [--config file.yaml] [key=value ...]``: what 04_evaluate does."""
+    config = parse_command_line(EvaluateConfig, "python -m lib.evaluate",
+                                "Evaluate a backbone or trained model on a retrieval benchmark.", argv)
+    if config is None:
+        return None
+    evaluation, path = evaluate_step(config)
+    print(f"outputs: {path}\n" + "\n".join(f"{name}: {value:.4f}" for name, value in evaluation.summary.items()))
+    return evaluation, path
+
+
+if __name__ == "__main__":
+    main()
