@@ -10,7 +10,7 @@ the map). Notebooks in ``notebooks/`` are thin stories over these modules.
 __version__ = "0.1.0"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundations", ("io", "naming", "hardware", "parameters", "tatoeba_checksums")),
+    ("foundations", ("io", "naming", "hardware", "parameters", "tracking", "tatoeba_checksums")),
     ("data", ("data", "training_data", "sampling", "data_figures")),
     ("model", ("backbones", "encode", "losses", "dual_encoder", "checkpoint")),
     ("training", ("trainer", "train", "weights")),

@@ -73,11 +73,13 @@ from lib.encode import autocast
 from lib.io import run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
 from lib.sampling import PairDataset, SamplingError, build_sampler
+from lib.tracking import Tracker, open_tracker
 from lib.training_data import lareqa_groups, split_by_qid
 
 # Fields that may change between a checkpoint and its resumption (they do not change the weights
 # on one machine; a different device or precision changes the rounding, not the recipe).
-RESUME_MAY_DIFFER = ("resume", "device", "precision", "checkpoint_every", "keep_checkpoints", "data_dir")
+RESUME_MAY_DIFFER = ("resume", "device", "precision", "checkpoint_every", "keep_checkpoints", "data_dir",
+                     "report_to")
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
 
 
@@ -503,14 +505,20 @@ def run_training(config, groups=None, progress: bool = True,
     if progress and run.processes.main and not state.finished:
         bar = tqdm(total=steps, initial=state.step, desc=f"train {run.config.run}", unit="step")
     started = time.perf_counter() - state.elapsed_s
-    while not state.finished and state.step < steps:
-        step = _train_step(run)
-        _end_step(run, step, started)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{step.loss:.3f}", val=f"{state.last_val_loss or float('nan'):.3f}")
-        if on_step_end is not None:
-            on_step_end(state.step)
+    tracker = open_tracker(run.config.report_to, run.path, asdict(run.config), state.step) if (
+        run.processes.main and not state.finished) else Tracker()
+    try:
+        while not state.finished and state.step < steps:
+            step = _train_step(run)
+            _end_step(run, step, started)
+            tracker.log(state.step, state.log[-1])
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{step.loss:.3f}", val=f"{state.last_val_loss or float('nan'):.3f}")
+            if on_step_end is not None:
+                on_step_end(state.step)
+    finally:
+        tracker.close()  # what was logged reaches the event file even when the run is interrupted
     if bar is not None:
         bar.close()
     return _finish(run)
