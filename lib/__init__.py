@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("io", "naming", "hardware", "parameters", "tracking", "tatoeba_checksums")),
     ("data", ("data", "training_data", "sampling", "data_figures")),
-    ("model", ("backbones", "encode", "losses", "dual_encoder", "checkpoint")),
+    ("model", ("backbones", "encode", "losses", "dual_encoder", "checkpoint", "model_card")),
     ("training", ("trainer", "train", "weights")),
     ("retrieval", ("retrieval", "run_files", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),

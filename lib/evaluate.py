@@ -24,6 +24,7 @@ from lib.data import RetrievalDataset, load_lareqa
 from lib.encode import encode
 from lib.io import run_dir
 from lib.metrics import per_query_metrics, summarise, summary_table
+from lib.model_card import update_card_metrics
 from lib.parameters import param, parse_command_line
 from lib.results import EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, write_evaluation
 from lib.retrieval import SETTINGS, lareqa_ranks
@@ -107,7 +108,10 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
               "dataset": dataset, **dataset_config, "batch_size": batch_size, "device": device,
               "run": run, "index": index_description}
     evaluation.timings["total_s"] = time.perf_counter() - started
-    return evaluation, write_evaluation(run_dir(run), evaluation, config)
+    path = write_evaluation(run_dir(run), evaluation, config)
+    if Path(backbone).is_dir():  # a trained model folder: its model card gains this evaluation's metrics
+        update_card_metrics(backbone, dataset, run, evaluation.summary)
+    return evaluation, path
 
 
 # --------------------------------------------------------------------------------------------

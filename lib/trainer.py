@@ -72,6 +72,7 @@ from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, t
 from lib.encode import autocast
 from lib.io import run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
+from lib.model_card import attach_card_data, training_card_data
 from lib.sampling import PairDataset, SamplingError, build_sampler
 from lib.tracking import Tracker, open_tracker
 from lib.training_data import lareqa_groups, split_by_qid
@@ -420,8 +421,10 @@ def _write_log(run: _Run) -> pd.DataFrame:
 def _save_model(run: _Run, kind: str) -> Path:
     target = run.path / ("model" if kind == "final" else "model-best")
     if run.processes.main:
+        card = training_card_data(run.config, run.encoder.backbone, len(run.groups[0]), kind, run.state.step)
+        attach_card_data(run.encoder, card, run.config, run.encoder.backbone.hub_id)
         save_model(run.encoder, target, trained_backbone_settings(run.config, run.encoder.backbone,
-                                                                  run.state.step, kind))
+                                                                  run.state.step, kind), model_card=True)
     return target
 
 
