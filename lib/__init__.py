@@ -17,6 +17,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("retrieval", ("retrieval", "run_files", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),
     ("evaluation", ("results", "tatoeba", "miracl", "evaluate")),
-    ("orchestration", ("notebooks", "progress", "scheduler", "grid")),
+    ("orchestration", ("notebooks", "progress", "scheduler", "grid", "slurm")),
     ("report", ("gather", "report")),
 )

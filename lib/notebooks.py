@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import nbformat
 import papermill
@@ -85,6 +85,18 @@ def execute_subprocess(notebook: str, run: str, parameters: dict[str, Any], forc
         raise RuntimeError(f"{notebook} for run {run} failed (exit {result.returncode}); the end of "
                            f"outputs/{run}/runner.log:\n{tail}")
     return path
+
+
+def execute_when_ready(notebook: str, run: str, parameters: dict[str, Any], needs: Sequence[str] = (),
+                       force: bool = False, execute: Callable = execute_subprocess) -> str:
+    """What a cluster job of the grid runs (``lib.slurm``): check that the runs it needs are
+    complete, then ``execute`` the notebook (:func:`execute_subprocess`; any picklable function)."""
+    missing = [name for name in needs if not is_complete(name)]
+    if missing:
+        raise RuntimeError(f"run {run} needs {missing}, which are not complete (no completion marker in "
+                           "outputs/<run>/); submit the grid again once they are")
+    execute(notebook, run, parameters, force=force)
+    return run
 
 
 def notebook_parameters(notebook: str | Path) -> set[str]:
