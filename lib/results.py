@@ -49,6 +49,7 @@ def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[
     """``config.json``, ``versions.json``, ``metrics.json``, per-query tables and TREC run files in a run folder."""
     run_path = Path(run_path)
     write_provenance(run_path, config)
+    write_run_files(run_path, evaluation.run_files)  # before metrics.json, which marks the run complete
     write_json(run_path / "metrics.json", {
         "summary": evaluation.summary, "timings": evaluation.timings,
         "per_language": _records(evaluation.per_language), "per_pair": _records(evaluation.per_pair),
@@ -58,7 +59,6 @@ def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[
         if frame is not None:
             with atomic_path(run_path / name) as tmp:
                 frame.to_parquet(tmp, index=False)
-    write_run_files(run_path, evaluation.run_files)
     return run_path
 
 
