@@ -10,7 +10,7 @@ WORKERS ?= 1
 # where the smoke-profile notebooks of `make test` write (kept apart from real runs)
 SMOKE_OUTPUTS ?= $(CURDIR)/outputs/ci-smoke
 
-.PHONY: venv run grid grid-smoke test test-lib test-notebooks lab clean-smoke
+.PHONY: venv run grid grid-smoke test test-lib test-notebooks lab lab-check clean-smoke
 
 venv: $(VENV)/.installed
 
@@ -38,8 +38,14 @@ test-notebooks: venv
 	rm -rf $(SMOKE_OUTPUTS)
 	HBT_PROFILE=smoke HBT_OUTPUTS=$(SMOKE_OUTPUTS) $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
+# JupyterLab on notebooks/ with the project's kernel (the venv's python3; as root, --allow-root)
 lab: venv
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+
+# maintainers: an executed notebook of outputs/ (NOTEBOOK=..., default the newest) rendered in
+# JupyterLab and as HTML by headless Chromium (apt-get install chromium), tables and figures counted
+lab-check: venv
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/check_lab_render.py $(NOTEBOOK)
 
 clean-smoke:
 	rm -rf $(SMOKE_OUTPUTS)

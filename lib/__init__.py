@@ -10,13 +10,14 @@ the map). Notebooks in ``notebooks/`` are thin stories over these modules.
 __version__ = "0.1.0"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundations", ("io", "naming", "hardware", "tatoeba_checksums", "validation", "cli", "completion")),
+    ("foundations", ("io", "naming", "hardware", "validation", "cli", "completion", "parameters", "tracking",
+                     "tatoeba_checksums")),
     ("data", ("data", "training_data", "translation", "sources", "sampling", "batch_composition", "data_figures")),
-    ("model", ("backbones", "encode", "losses", "dual_encoder", "gradcache", "checkpoint")),
+    ("model", ("backbones", "encode", "losses", "dual_encoder", "gradcache", "checkpoint", "model_card")),
     ("training", ("trainer", "train", "weights")),
-    ("retrieval", ("retrieval", "debias", "corpus", "indexes")),
+    ("retrieval", ("retrieval", "run_files", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),
     ("evaluation", ("results", "tatoeba", "miracl", "evaluate")),
-    ("orchestration", ("notebooks", "scheduler", "grid")),
+    ("orchestration", ("notebooks", "progress", "scheduler", "grid", "slurm")),
     ("report", ("gather", "report")),
 )

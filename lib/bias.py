@@ -34,6 +34,7 @@ tables, written by the evaluation), they are read instead.
     analysis = analyse_run("zeroshot-me5-small-q4-xquad-r-sentence", top_k=10)
     analysis.summary["same_language_distractor"], analysis.per_language
     run_bias_analysis(["eval-a", "eval-b"], run="bias-a-b")    # writes outputs/bias-a-b/
+    python -m lib.bias runs=eval-a,eval-b top_k=10              # the same (BiasConfig, as 05_bias)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from lib.io import atomic_path, outputs_dir, read_json, run_dir, write_json, write_provenance
+from lib.parameters import param, parse_command_line
 from lib.retrieval import PoolScores, score_lareqa
 
 NEIGHBOURS_FILE = "neighbours.parquet"
@@ -438,3 +440,38 @@ def comparison_figure(table: pd.DataFrame, columns=("same_language_first", "chan
     axes.tick_params(axis="x", labelrotation=15)
     figure.tight_layout()
     return figure
+
+
+# --------------------------------------------------------------------------------------------
+# The step's parameters: notebooks/05_bias.ipynb and ``python -m lib.bias``
+
+
+@dataclass
+class BiasConfig:
+    """Every parameter of 05_bias (``python -m lib.bias --notebook-parameters`` prints its cell)."""
+
+    runs: str = param("zeroshot-me5-small-q4-xquad-r-sentence", "comma-separated evaluation runs (folders of "
+                      "outputs/ written by 04_evaluate); several = a comparison", smoke="eval-tiny-xquad-r")
+    top_k: int = param(10, "the top-k whose languages are counted")
+    device: str = param("auto", "auto | cpu | cuda (only to re-encode on an embedding-cache miss)")
+    run: str = param("", "output folder; empty: bias-<first run>")
+
+
+def bias_step(config: BiasConfig) -> tuple[list[BiasAnalysis], Path]:
+    names = [name.strip() for name in config.runs.split(",") if name.strip()]
+    return run_bias_analysis(names, run=config.run or f"bias-{names[0] if names else ''}", top_k=config.top_k,
+                             device=config.device)
+
+
+def main(argv=None) -> tuple[list[BiasAnalysis], Path] | None:
+    """``python -m lib.bias [--config file.yaml] [key=value ...]``: 05_bias's analysis and tables."""
+    config = parse_command_line(BiasConfig, "python -m lib.bias", "Language bias of evaluation runs.", argv)
+    if config is not None:
+        analyses, path = bias_step(config)
+        print(f"outputs: {path}\n{comparison_table(analyses).round(3).to_string()}")
+        return analyses, path
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -144,16 +144,17 @@ def load_latest_readable_checkpoint(existing: list[Path], encoder, optimizer,
                                  f"({', '.join(p.name for p in existing)})")
 
 
-def save_model(encoder, path: str | os.PathLike, settings: dict[str, Any]) -> Path:
+def save_model(encoder, path: str | os.PathLike, settings: dict[str, Any], model_card: bool = False) -> Path:
     """Write a SentenceTransformer folder (prompts = the prefixes; weights as ``model.safetensors``)
-    plus ``backbone.json``, atomically."""
+    plus ``backbone.json``, atomically; ``model_card``: with sentence-transformers' ``README.md``
+    rendered from ``encoder.model_card_data`` (``lib.model_card``)."""
     path = Path(path)
     encoder.prompts = {"query": settings["query_prefix"], "passage": settings["passage_prefix"]}
     bars = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()  # no "Writing model shards" bar at every save
     try:
         with atomic_path(path) as tmp:
-            encoder.save(str(tmp), model_name=settings["name"], create_model_card=False)
+            encoder.save(str(tmp), model_name=settings["name"], create_model_card=model_card)
             write_json(tmp / "backbone.json", settings)
     finally:
         if bars:

@@ -4,12 +4,15 @@
 relevant candidate in the mono, cross and multi settings with exact faiss search, and turns
 the ranks into per-query metrics and the paper's averages (``lib.metrics``). It is registered
 for xquad-r and mlqa-r; ``lib.tatoeba`` and ``lib.miracl`` register theirs (``lib.results``),
-and ``run_evaluation`` serves any registered dataset.
+and ``run_evaluation`` serves any registered dataset. ``EvaluateConfig`` holds 04_evaluate's
+parameters (its parameters cell is generated from it) and ``python -m lib.evaluate key=value ...``
+runs the same evaluation from a shell; ``--help`` lists every parameter and its default.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +24,21 @@ from lib.data import CANDIDATE_CONTEXTS, RetrievalDataset, load_lareqa
 from lib.encode import encode
 from lib.io import run_dir
 from lib.metrics import per_query_metrics, summarise, summary_table
+from lib.model_card import update_card_metrics
+from lib.parameters import param, parse_command_line
 from lib.results import EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, write_evaluation
 from lib.retrieval import SETTINGS, lareqa_ranks
+from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
 from lib.validation import ParameterError, check_range, coerce
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
 
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
-                    settings=SETTINGS, top_k: int = 10) -> Evaluation:
+                    settings=SETTINGS, top_k: int = 10, run_depth: int = RUN_DEPTH) -> Evaluation:
     """Ranks of every relevant candidate per setting -> per-query metrics and the paper's macro
-    averages; with ``multi``, also the ``top_k`` neighbours of each multilingual query (``lib.bias``)."""
+    averages; with ``multi``, also the ``top_k`` neighbours of each multilingual query (``lib.bias``);
+    the top ``run_depth`` of every ranking as TREC run files and qrels (``lib.run_files``; 0 = none)."""
     timings = {}
     start = time.perf_counter()
     questions = encode(model, dataset.questions.text, "query", batch_size=batch_size)
@@ -48,10 +55,16 @@ def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
         neighbours = multilingual_neighbours(dataset, questions, candidates, k=top_k)
         timings["neighbours_s"] = time.perf_counter() - start
         tables = {NEIGHBOURS_FILE: neighbours.top_k, ALIGNMENT_FILE: neighbours.alignment}
+    run_files = []
+    if run_depth:
+        start = time.perf_counter()
+        run_files = lareqa_run_files(dataset, questions, candidates, ranks, depth=run_depth)
+        timings["run_files_s"] = time.perf_counter() - start
     per_query = per_query_metrics(ranks)
     means = summarise(per_query)
     summary = summary_table(means["macro"]).iloc[0].to_dict()
-    return Evaluation(summary, means["per_language"], means["per_pair"], per_query, ranks, timings, tables)
+    return Evaluation(summary, means["per_language"], means["per_pair"], per_query, ranks, timings, tables,
+                      run_files)
 
 
 def _lareqa_run_suffix(request: EvaluationRequest) -> str:
@@ -65,6 +78,7 @@ def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluat
     config = {"candidate_context": request.candidate_context, "languages": data.languages,
               "max_questions": request.max_questions, "n_questions": len(data.questions),
               "n_candidates": len(data.candidates),
+              "run_files": f"{TREC_FOLDER}/<setting>.run.gz (top {RUN_DEPTH} per query) and {TREC_FOLDER}/<setting>.qrels",
               "index": "faiss IndexFlatIP (exact inner product on L2-normalised embeddings)"}
     return evaluate_lareqa(model, data, batch_size=request.batch_size), config
 
@@ -114,4 +128,50 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
               "dataset": dataset, **dataset_config, "batch_size": batch_size, "device": device,
               "run": run, "index": index_description}
     evaluation.timings["total_s"] = time.perf_counter() - started
-    return evaluation, write_evaluation(run_dir(run), evaluation, config)
+    path = write_evaluation(run_dir(run), evaluation, config)
+    if Path(backbone).is_dir():  # a trained model folder: its model card gains this evaluation's metrics
+        update_card_metrics(backbone, dataset, run, evaluation.summary)
+    return evaluation, path
+
+
+# --------------------------------------------------------------------------------------------
+# The step's parameters: notebooks/04_evaluate.ipynb and ``python -m lib.evaluate``
+
+
+@dataclass
+class EvaluateConfig:
+    """Every parameter of 04_evaluate (``python -m lib.evaluate --notebook-parameters`` prints its cell)."""
+
+    backbone: str = param("me5-small-q4", "registry name (params/backbones/*.yaml) or trained model folder "
+                          "(outputs/<run>/model)", smoke="tiny")
+    dataset: str = param("xquad-r", "xquad-r | mlqa-r | tatoeba | miracl")
+    candidate_context: str = param("sentence", "sentence | paragraph (XTREME-R's reference evaluation)")
+    batch_size: int = param(64, "texts per encoder batch")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N")
+    max_questions: int | None = param(None, "LAReQA questions kept per language; None (null): all", smoke=40)
+    languages: str = param("", "comma-separated subset; empty: all (MIRACL: the paper's 15)")
+    index: str = param("flat", "MIRACL: flat | ivf | hnsw | ivfpq")
+    run: str = param("", "outputs/<run>; empty: eval-<backbone>-<dataset>[-paragraph]")
+
+
+def evaluate_step(config: EvaluateConfig) -> tuple[Evaluation, Path]:
+    """``run_evaluation`` with a step configuration (the notebook's cell, or the command line)."""
+    languages = [lang.strip() for lang in config.languages.split(",") if lang.strip()] or None
+    return run_evaluation(config.backbone, dataset=config.dataset, candidate_context=config.candidate_context,
+                          batch_size=config.batch_size, device=config.device, run=config.run,
+                          max_questions=config.max_questions, languages=languages, index=config.index)
+
+
+def main(argv=None) -> tuple[Evaluation, Path] | None:
+    """``python -m lib.evaluate [--config file.yaml] [key=value ...]``: what 04_evaluate does."""
+    config = parse_command_line(EvaluateConfig, "python -m lib.evaluate",
+                                "Evaluate a backbone or trained model on a retrieval benchmark.", argv)
+    if config is None:
+        return None
+    evaluation, path = evaluate_step(config)
+    print(f"outputs: {path}\n" + "\n".join(f"{name}: {value:.4f}" for name, value in evaluation.summary.items()))
+    return evaluation, path
+
+
+if __name__ == "__main__":
+    main()

@@ -474,7 +474,9 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
     write_json(manifest / "grid.json", {"grid": asdict(grid), "jobs": [
         {"kind": j.kind, "notebook": j.notebook, "run": j.run, "parameters": j.parameters} for j in jobs]})
     write_text(manifest / "cells.csv", cell_table(grid).to_csv(index=False))
-    table = run_jobs(jobs, execute, manifest, workers=workers, devices=devices, force=force, keep_going=keep_going)
+    estimates = estimate_seconds(grid).set_index("run").estimate_s.to_dict()
+    table = run_jobs(jobs, execute, manifest, workers=workers, devices=devices, force=force, keep_going=keep_going,
+                     estimates={job.run: estimates.get(job.run, 0.0) for job in jobs})
     failed = table[table.status.isin(["failed", "blocked", "not run"])]
     if len(failed):
         raise GridError(f"{len(failed)} job(s) failed, were blocked or not run: {failed.run.tolist()} "

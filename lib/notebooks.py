@@ -7,7 +7,9 @@ last checkpoint). Parameters the notebook does not declare are refused before an
 (papermill itself would only warn and run the defaults). :func:`execute` runs
 papermill in this process, :func:`execute_subprocess` in a fresh one with extra environment (a
 grid worker's GPU or thread count). papermill records the parameters in the executed notebook,
-:func:`executed_parameters` reads them back.
+:func:`executed_parameters` reads them back. In a subprocess, every cell's output (training's and
+encoding's tqdm bars too) is streamed to ``outputs/<run>/runner.log`` as it is printed. Kernels
+talk over IPC sockets (:class:`IPCKernelManager`), not TCP on localhost.
 
     python -m lib.notebooks 04_evaluate.ipynb --run zeroshot-tiny-xquad-r-sentence \
         --parameters '{"backbone": "tiny", "dataset": "xquad-r"}'
@@ -18,15 +20,18 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import nbformat
 import papermill
+from jupyter_client.manager import KernelManager
+from traitlets import CaselessStrEnum
 
 from lib.backbones import BackboneError
 from lib.cli import run_cli
@@ -35,6 +40,15 @@ from lib.completion import is_complete as run_is_complete
 from lib.io import PROJECT_ROOT, outputs_dir, remove_orphaned_temporaries, run_dir
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+
+class IPCKernelManager(KernelManager):
+    """A kernel manager whose kernel talks over local IPC sockets (files beside the connection file
+    in Jupyter's runtime folder, removed at shutdown) instead of TCP ports on localhost: the
+    kernel opens no port, and ipykernel has no cause to print "Kernel is running over TCP
+    without encryption" (its warning for TCP without CurveZMQ keys) once per job."""
+
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
 
 def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = False,
@@ -54,7 +68,8 @@ def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = F
     started = time.perf_counter()
     print(f"[run ] {run}: {notebook} {parameters}", flush=True)
     papermill.execute_notebook(str(source), str(path / source.name), parameters={**parameters, "run": run},
-                               cwd=str(source.parent), log_output=log_output, progress_bar=False)
+                               cwd=str(source.parent), log_output=log_output, progress_bar=False,
+                               kernel_manager_class=IPCKernelManager)
     mark_complete(path, notebook=source.name, parameters={**parameters, "run": run})
     print(f"[done] {run}: {time.perf_counter() - started:.0f} s", flush=True)
     return path
@@ -80,6 +95,18 @@ def execute_subprocess(notebook: str, run: str, parameters: dict[str, Any], forc
         raise RuntimeError(f"{notebook} for run {run} failed (exit {result.returncode}); the end of "
                            f"outputs/{run}/runner.log:\n{tail}")
     return path
+
+
+def execute_when_ready(notebook: str, run: str, parameters: dict[str, Any], needs: Sequence[str] = (),
+                       force: bool = False, execute: Callable = execute_subprocess) -> str:
+    """What a cluster job of the grid runs (``lib.slurm``): check that the runs it needs are
+    complete, then ``execute`` the notebook (:func:`execute_subprocess`; any picklable function)."""
+    missing = [name for name in needs if not is_complete(name)]
+    if missing:
+        raise RuntimeError(f"run {run} needs {missing}, which are not complete (no completion marker in "
+                           "outputs/<run>/); submit the grid again once they are")
+    execute(notebook, run, parameters, force=force)
+    return run
 
 
 def notebook_parameters(notebook: str | Path) -> set[str]:
@@ -131,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parameters", default="{}", help="the notebook's parameters as JSON")
     parser.add_argument("--force", action="store_true", help="execute a complete run again")
     args = parser.parse_args(argv)
-    execute(args.notebook, args.run, json.loads(args.parameters), force=args.force)
+    # papermill logs each cell's output as it comes (log_output): to stdout, i.e. runner.log
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    execute(args.notebook, args.run, json.loads(args.parameters), force=args.force, log_output=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ The language-pair heatmap of one evaluation (04_evaluate, 05_bias) is here too.
     report = build_report("grid-smoke", resamples=1000)
     report.tables["mAP (mean ± std over seeds, number of seeds)"], report.significance
     write_report(run_dir("report-smoke"), report, report_figures(report))
+    python -m lib.report grid=grid-smoke resamples=1000    # the same (ReportConfig, as 06_report)
 
 About 500 lines: tables, verdict and figures all read the one ``Report`` of a grid.
 """
@@ -29,7 +30,8 @@ import seaborn as sns
 from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TITLE, SUMMARY_METRICS,
                         add_language_split, grid_results)
 from lib.grid import Grid, load_grid
-from lib.io import outputs_dir, save_figure, write_json, write_provenance, write_text
+from lib.io import outputs_dir, run_dir, save_figure, write_json, write_provenance, write_text
+from lib.parameters import param, parse_command_line
 from lib.retrieval import SETTINGS
 from lib.significance import holm, mean_over_seeds, pairwise_comparisons
 
@@ -489,3 +491,43 @@ def pair_heatmap(per_pair: pd.DataFrame, metric: str = "map", title: str = ""):
     axes.set_title(title or f"{metric} per language pair (diagonal: monolingual)")
     figure.tight_layout()
     return figure
+
+
+# --------------------------------------------------------------------------------------------
+# The step's parameters: notebooks/06_report.ipynb and ``python -m lib.report``
+
+
+@dataclass
+class ReportConfig:
+    """Every parameter of 06_report (``python -m lib.report --notebook-parameters`` prints its cell)."""
+
+    grid: str = param("grid", "params/<grid>.yaml (or a path to a grid file)", smoke="grid-smoke")
+    extra_runs: str = param("", "evaluation runs made outside the grid, added as rows (comma-separated)",
+                            smoke="eval-tiny-xquad-r")
+    resamples: int = param(10000, "permutation and bootstrap resamples per test", smoke=500)
+    seed: int = param(0, "of the resampling generator")
+    run: str = param("report", "output folder", smoke="report-smoke")
+
+
+def report_step(config: ReportConfig) -> tuple[Report, Path]:
+    """Build, draw and write the report (``outputs/<run>/``) as 06_report does."""
+    report = build_report(config.grid, extra_runs=config.extra_runs, resamples=config.resamples, seed=config.seed)
+    path = write_report(run_dir(config.run), report, report_figures(report),
+                        config={"extra_runs": config.extra_runs, "resamples": config.resamples,
+                                "seed": config.seed, "run": config.run})
+    plt.close("all")
+    return report, path
+
+
+def main(argv=None) -> tuple[Report, Path] | None:
+    """``python -m lib.report [--config file.yaml] [key=value ...]``: 06_report from a shell."""
+    config = parse_command_line(ReportConfig, "python -m lib.report", "The grid's tables, verdict and figures.", argv)
+    if config is None:
+        return None
+    report, path = report_step(config)
+    print(f"{report.status()}\noutputs: {path}")
+    return report, path
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from lib.io import atomic_path, write_json, write_provenance
+from lib.run_files import TrecRun, write_run_files
 
 
 @dataclass
@@ -27,7 +28,8 @@ class Evaluation:
     """What an evaluation produced: a flat ``summary`` of named metrics (sentence-transformers
     evaluator style), tables per language and per pair, per-query ranks, and timings.
     ``tables`` holds further per-run tables, written as parquet under their file name (LAReQA:
-    ``lib.bias``'s neighbours and alignment of every multilingual query)."""
+    ``lib.bias``'s neighbours and alignment of every multilingual query). ``run_files``: TREC
+    run files and qrels per setting (``lib.run_files``), written under ``trec/``."""
 
     summary: dict[str, float]
     per_language: pd.DataFrame
@@ -36,6 +38,7 @@ class Evaluation:
     ranks: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    run_files: list[TrecRun] = field(default_factory=list)
 
 
 def _records(frame: pd.DataFrame | None):
@@ -43,10 +46,12 @@ def _records(frame: pd.DataFrame | None):
 
 
 def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[str, Any]) -> Path:
-    """``config.json``, ``versions.json``, per-query tables and, last, ``metrics.json`` in a run folder
-    (the run counts as complete only once its runner writes ``COMPLETE.json``, lib.completion)."""
+    """``config.json``, ``versions.json``, per-query tables, TREC run files and, last, ``metrics.json``
+    in a run folder (the run counts as complete only once its runner writes ``COMPLETE.json``,
+    lib.completion)."""
     run_path = Path(run_path)
     write_provenance(run_path, config)
+    write_run_files(run_path, evaluation.run_files)
     frames = {"ranks.parquet": evaluation.ranks, "per_query.parquet": evaluation.per_query, **evaluation.tables}
     for name, frame in frames.items():
         if frame is not None:

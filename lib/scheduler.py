@@ -21,6 +21,7 @@ import torch
 
 from lib.io import write_text
 from lib.notebooks import is_complete
+from lib.progress import GridProgress
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,14 @@ class Schedule:
     status: dict[str, str] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)
     stopping: bool = False                         # a job failed without keep_going: start nothing new
+    progress: GridProgress | None = None           # the line printed as each job starts
 
     def record(self, job: Job, state: str, started: float) -> None:
         self.status[job.run] = state
         self.records.append({"kind": job.kind, "run": job.run, "status": state,
                              "seconds": time.perf_counter() - started})
+        if self.progress is not None:
+            self.progress.job_ended(job.run, state, self.records[-1]["seconds"])
         write_text(self.manifest / "status.csv", pd.DataFrame(self.records).to_csv(index=False))
 
     def needs_of(self, job: Job) -> list[str]:
@@ -125,8 +129,8 @@ def _advance(schedule: Schedule, pool, execute: Callable) -> bool:
             return True
         slot = schedule.free.pop(0)
         env = schedule.environments[slot]
-        print(f"[start] {job.kind} {job.run} (worker {slot}" + "".join(f" {k}={v}" for k, v in env.items()) + ")",
-              flush=True)
+        line = schedule.progress.start_line(job.kind, job.run) if schedule.progress else f"[start] {job.kind} {job.run}"
+        print(line + f" (worker {slot}" + "".join(f" {k}={v}" for k, v in env.items()) + ")", flush=True)
         future = pool.submit(execute, job.notebook, job.run, job.parameters,
                              force=schedule.force or job.kind == "report", env=env)
         schedule.running[future] = (job, slot, time.perf_counter())
@@ -151,15 +155,18 @@ def _collect_finished(schedule: Schedule) -> None:
 
 
 def run_jobs(jobs: list[Job], execute: Callable, manifest: Path, workers: int = 1,
-             devices: Sequence[str] | None = None, force: bool = False, keep_going: bool = False) -> pd.DataFrame:
+             devices: Sequence[str] | None = None, force: bool = False, keep_going: bool = False,
+             estimates: dict[str, float] | None = None) -> pd.DataFrame:
     """Run ``jobs`` on ``workers`` slots: a job starts once every run it needs (that is part of
     ``jobs``) is complete, the report once everything else has ended; complete runs are skipped
     without a worker. Each slot keeps its environment (:func:`worker_environments`). A failure
     blocks the jobs that need it; without ``keep_going`` nothing new starts after it, the running
     jobs finish, and the rest is recorded as ``not run``. Returns the job table (kind, run, status,
-    seconds), also written to ``manifest/status.csv``."""
+    seconds), also written to ``manifest/status.csv``. Each job's start prints one progress line
+    (``lib.progress``: job n of N, elapsed, remaining from ``estimates``, run -> seconds)."""
     schedule = Schedule(jobs, manifest, worker_environments(workers, devices), force=force, keep_going=keep_going,
-                        pending=list(jobs), free=list(range(workers)))
+                        pending=list(jobs), free=list(range(workers)),
+                        progress=GridProgress(len(jobs), dict(estimates or {}), workers))
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         while schedule.pending or schedule.running:

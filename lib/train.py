@@ -40,6 +40,7 @@ from lib.io import save_figure
 from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import train_run_name
 from lib.validation import ParameterError, check_range, coerce_fields
+from lib.tracking import REPORT_TO, wandb_module
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The notebooks' CI profile (HBT_PROFILE=smoke): the TrainConfig defaults it replaces.
@@ -104,6 +105,8 @@ class TrainConfig:
     keep_checkpoints: int = _param(2, "checkpoints kept (the latest ones)")
     run: str = _param("", "outputs/<run>; empty: lib.naming.train_run_name (backbone, sampler, sources, seed)")
     resume: bool = _param(True, "continue from the latest checkpoint of the run")
+    report_to: str = _param("none", "none | tensorboard | wandb: also log loss, validation loss, learning rate "
+                            "and throughput there (lib.tracking)")
 
     def __post_init__(self) -> None:
         """Values as their fields declare (``"1e-4"`` from YAML -> 0.0001), or a TrainError naming the field."""
@@ -161,6 +164,10 @@ class TrainConfig:
         for name in ("sampler", "validation_sampler"):
             if getattr(config, name) not in SAMPLERS:
                 raise TrainError(f"{name} {getattr(config, name)!r}: expected one of {SAMPLERS}")
+        if config.report_to not in REPORT_TO:
+            raise TrainError(f"report_to {config.report_to!r}: expected one of {REPORT_TO}")
+        if config.report_to == "wandb":
+            wandb_module()  # fails now, with how to install it, rather than after the data is loaded
         if config.negative_language not in NEGATIVE_LANGUAGES:
             raise TrainError(f"negative_language {config.negative_language!r}: expected one of {NEGATIVE_LANGUAGES}")
         positive = ("steps", "batch_size", "grad_accumulation", "validation_batches")

@@ -75,14 +75,16 @@ from lib.encode import autocast
 from lib.gradcache import step_loss_backward
 from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
+from lib.model_card import attach_card_data, training_card_data
 from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size
 from lib.sources import load_source_groups
+from lib.tracking import Tracker, open_tracker
 from lib.training_data import split_by_qid
 
 # Fields that may change between a checkpoint and its resumption (they do not change the weights
 # on one machine; a different device or precision changes the rounding, not the recipe).
 RESUME_MAY_DIFFER = ("resume", "device", "precision", "mini_batch_size", "checkpoint_every", "keep_checkpoints",
-                     "data_dir")
+                     "data_dir", "report_to")
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
 
 
@@ -459,8 +461,10 @@ def _save_model(run: _Run, kind: str) -> Path:
         if not torch.isfinite(parameter).all():
             _check_finite(run, f"weight {name}", math.nan, run.state.step)
     if run.processes.main:
+        card = training_card_data(run.config, run.encoder.backbone, len(run.groups[0]), kind, run.state.step)
+        attach_card_data(run.encoder, card, run.config, run.encoder.backbone.hub_id)
         save_model(run.encoder, target, trained_backbone_settings(run.config, run.encoder.backbone,
-                                                                  run.state.step, kind))
+                                                                  run.state.step, kind), model_card=True)
     return target
 
 
@@ -544,14 +548,20 @@ def run_training(config, groups=None, progress: bool = True,
     if progress and run.processes.main and not state.finished:
         bar = tqdm(total=steps, initial=state.step, desc=f"train {run.config.run}", unit="step")
     started = time.perf_counter() - state.elapsed_s
-    while not state.finished and state.step < steps:
-        step = _train_step(run)
-        _end_step(run, step, started)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{step.loss:.3f}", val=f"{state.last_val_loss or float('nan'):.3f}")
-        if on_step_end is not None:
-            on_step_end(state.step)
+    tracker = open_tracker(run.config.report_to, run.path, asdict(run.config), state.step) if (
+        run.processes.main and not state.finished) else Tracker()
+    try:
+        while not state.finished and state.step < steps:
+            step = _train_step(run)
+            _end_step(run, step, started)
+            tracker.log(state.step, state.log[-1])
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{step.loss:.3f}", val=f"{state.last_val_loss or float('nan'):.3f}")
+            if on_step_end is not None:
+                on_step_end(state.step)
+    finally:
+        tracker.close()  # what was logged reaches the event file even when the run is interrupted
     if bar is not None:
         bar.close()
     return _finish(run)

@@ -14,7 +14,8 @@ from lib.evaluate import run_evaluation
 def test_run_evaluation_writes_a_complete_run(lareqa_dir, tmp_path):
     evaluation, path = run_evaluation("tiny", "mlqa-r", max_questions=30, device="cpu", run="t")
     for name in ("config.json", "versions.json", "metrics.json", "ranks.parquet", "per_query.parquet",
-                 "neighbours.parquet", "alignment.parquet"):
+                 "neighbours.parquet", "alignment.parquet", "trec/mono.run.gz", "trec/mono.qrels",
+                 "trec/cross.run.gz", "trec/multi.qrels"):
         assert (path / name).is_file(), name
     metrics = json.loads((path / "metrics.json").read_text())
     assert set(metrics["summary"]) >= {"mono map", "cross map", "multi map", "multi rank_distance",

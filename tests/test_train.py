@@ -360,3 +360,42 @@ def test_help_lists_every_field_with_default_and_help(capsys):
     text = capsys.readouterr().out
     for f in dataclasses.fields(TrainConfig):
         assert f"{f.name}={f.default!r}" in text and f.metadata["help"] in text
+
+
+# --------------------------------------------------------------------------------------------
+# experiment tracking (lib.tracking)
+
+
+def test_tensorboard_event_file_holds_the_training_log():
+    """Killed after step 3 and resumed from step 2: the event file has each step once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    groups = split(synthetic_groups())
+
+    def kill_at_3(step):
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(small_config(report_to="tensorboard", run="tb"), groups=groups, progress=False, on_step_end=kill_at_3)
+    result = train(small_config(report_to="tensorboard", run="tb"), groups=groups, progress=False)
+    events = EventAccumulator(str(result.run_dir / "tensorboard")).Reload()
+    log = result.log
+    for tag, column in [("train/loss", "loss"), ("train/learning_rate", "lr"),
+                        ("train/pairs_per_second", "pairs_per_second")]:
+        scalars = events.Scalars(tag)
+        assert [e.step for e in scalars] == log.step.tolist(), tag
+        np.testing.assert_allclose([e.value for e in scalars], log[column], rtol=1e-6, err_msg=tag)
+    validated = log.dropna(subset=["val_loss"])
+    assert [e.step for e in events.Scalars("eval/val_loss")] == validated.step.tolist() == [3, 6]
+    np.testing.assert_allclose([e.value for e in events.Scalars("eval/val_loss")], validated.val_loss, rtol=1e-6)
+
+
+def test_report_to_is_checked():
+    with pytest.raises(TrainError, match="report_to 'mlflow'"):
+        TrainConfig(report_to="mlflow").resolved()
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install wandb"):
+            TrainConfig(backbone="tiny", device="cpu", report_to="wandb").resolved()

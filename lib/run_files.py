@@ -1,0 +1,147 @@
+"""TREC run files and qrels of a LAReQA evaluation, so that any IR tool can recompute its metrics.
+
+Each setting (mono, cross, multi) becomes two files in ``outputs/<run>/trec/``:
+
+* ``<setting>.run.gz``: ``query_id Q0 doc_id rank score tag``, the top ``depth`` (100) candidates
+  of every ranking, best first (gzip; ir_measures, ranx and pytrec_eval read it as it is,
+  ``trec_eval`` after ``gunzip``);
+* ``<setting>.qrels``: ``query_id 0 doc_id 1``, every relevant candidate.
+
+A ranking is one query language ``X``, one candidate pool ``Y`` (a language, or ``all`` for the
+multilingual pool) and one question id: query id ``X-Y/<qid>``; doc ids are the candidates'
+``cid``. The rankings, pools and searches are those of ``lib.retrieval.lareqa_ranks`` (the same
+faiss index over the same query blocks, hence the same scores), read off its ranks table.
+
+How the project's numbers map onto what a TREC tool computes from these files
+(``ir_measures``: ``AP``, ``AP@20``, ``R@1``, ``R@10``, per query):
+
+* ``map@20`` = ``AP@20`` and ``recall@K`` = ``R@K``, per query, exactly (when R <= 20, always here);
+* ``map`` = ``AP`` per query when every relevant candidate is in the top ``depth``; each relevant
+  candidate below it adds ``k / r_k / R < 1 / depth`` to the project's AP and nothing to the tool's;
+* the project's averages are not a mean over queries: mean per (X, Y), then over the pools Y of a
+  query language, then over query languages (``lib.metrics.summarise``). ``macro_average`` applies
+  the same to per-query values read back from a tool, keyed by the query ids above.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib.data import RetrievalDataset
+from lib.io import atomic_path
+from lib.retrieval import build_index
+
+RUN_DEPTH = 100
+RUN_TAG = "hybrid-batch"
+TREC_FOLDER = "trec"
+
+
+def trec_query_id(query_lang: str, target_lang: str, qid: str) -> str:
+    """``X-Y/<qid>``: one ranking of question ``qid`` in language X against the pool Y."""
+    return f"{query_lang}-{target_lang}/{qid}"
+
+
+def parse_trec_query_id(query_id: str) -> tuple[str, str, str]:
+    """``(query_lang, target_lang, qid)`` of a query id written by ``trec_query_id``."""
+    pair, _, qid = query_id.partition("/")
+    query_lang, _, target_lang = pair.partition("-")
+    return query_lang, target_lang, qid
+
+
+@dataclass
+class TrecRun:
+    """The top ``depth`` candidates of every ranking of one setting, and its relevance judgements.
+
+    ``blocks``: one per (query language, pool): query ids, candidate rows ``(n, k)`` best first
+    (rows of the dataset's candidates) and their scores ``(n, k)``; ``doc_ids``: candidate row ->
+    ``cid``; ``qrels``: ``query_id, doc_id`` of every relevant candidate.
+    """
+
+    setting: str
+    doc_ids: np.ndarray
+    blocks: list[tuple[list[str], np.ndarray, np.ndarray]] = field(default_factory=list)
+    qrels: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["query_id", "doc_id"]))
+
+    def write(self, folder: str | Path, tag: str = RUN_TAG) -> tuple[Path, Path]:
+        """``<setting>.run.gz`` and ``<setting>.qrels`` in ``folder``, each written atomically."""
+        folder = Path(folder)
+        run_path, qrels_path = folder / f"{self.setting}.run.gz", folder / f"{self.setting}.qrels"
+        with atomic_path(run_path) as tmp, gzip.open(tmp, "wt", encoding="utf-8", compresslevel=4) as handle:
+            for query_ids, top, scores in self.blocks:
+                n, k = top.shape
+                pd.DataFrame({
+                    "query_id": np.repeat(query_ids, k), "q0": "Q0", "doc_id": self.doc_ids[top.ravel()],
+                    "rank": np.tile(np.arange(1, k + 1), n), "score": scores.ravel(), "tag": tag,
+                }).to_csv(handle, sep=" ", header=False, index=False, float_format="%.9g")
+        with atomic_path(qrels_path) as tmp:
+            self.qrels.assign(iteration=0, relevance=1)[["query_id", "iteration", "doc_id", "relevance"]].to_csv(
+                tmp, sep=" ", header=False, index=False)
+        return run_path, qrels_path
+
+
+def _top_k(index, queries: np.ndarray, depth: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``depth`` of each query, searched in the same blocks as ``lib.retrieval.full_ranks``
+    (faiss switches to BLAS from 20 queries a block: same blocks, same float sums)."""
+    scores, ids = [], []
+    for start in range(0, len(queries), chunk):
+        block = np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32)
+        block_scores, block_ids = index.search(block, depth)
+        scores.append(block_scores)
+        ids.append(block_ids)
+    return np.concatenate(scores), np.concatenate(ids)
+
+
+def lareqa_run_files(dataset: RetrievalDataset, question_embeddings: np.ndarray,
+                     candidate_embeddings: np.ndarray, ranks: pd.DataFrame,
+                     depth: int = RUN_DEPTH) -> list[TrecRun]:
+    """One ``TrecRun`` per setting of ``ranks`` (``lib.retrieval.lareqa_ranks``' table): the same
+    rankings (query language, pool, questions in the same order), cut at ``depth``."""
+    questions, candidates = dataset.questions, dataset.candidates
+    question_row = {key: row for row, key in enumerate(zip(questions.lang, questions.qid))}
+    candidate_lang = candidates.lang.to_numpy()
+    answers = dataset.answers_by_qid()
+    doc_ids = candidates.cid.to_numpy()
+    runs = []
+    for setting, in_setting in ranks.groupby("setting", sort=False):
+        run = TrecRun(setting, doc_ids)
+        qrels = []
+        for (query_lang, target_lang), group in in_setting.groupby(["query_lang", "target_lang"], sort=False):
+            pool = (np.arange(len(candidates)) if target_lang == "all"
+                    else np.flatnonzero(candidate_lang == target_lang))
+            qids = group.qid.drop_duplicates().tolist()
+            rows = [question_row[(query_lang, qid)] for qid in qids]
+            scores, local = _top_k(build_index(candidate_embeddings[pool]), question_embeddings[rows],
+                                   min(depth, len(pool)))
+            query_ids = [trec_query_id(query_lang, target_lang, qid) for qid in qids]
+            run.blocks.append((query_ids, pool[local], scores))
+            qrels.append(pd.DataFrame({
+                "query_id": [trec_query_id(query_lang, target_lang, qid) for qid in group.qid],
+                "doc_id": doc_ids[[answers[qid][lang] for qid, lang in zip(group.qid, group.relevant_lang)]],
+            }))
+        run.qrels = pd.concat(qrels, ignore_index=True)
+        runs.append(run)
+    return runs
+
+
+def write_run_files(run_path: str | Path, runs: list[TrecRun]) -> list[Path]:
+    """Every setting's run file and qrels under ``<run_path>/trec/``."""
+    written = []
+    for run in runs:
+        written += run.write(Path(run_path) / TREC_FOLDER)
+    return written
+
+
+def macro_average(per_query: pd.DataFrame, value: str = "value") -> float:
+    """The project's average of per-query values keyed by TREC query id (column ``query_id``):
+    mean per (query language, pool), then over the pools of a query language, then over query
+    languages, as ``lib.metrics.summarise`` averages its per-query table."""
+    keys = pd.DataFrame([parse_trec_query_id(q) for q in per_query.query_id],
+                        columns=["query_lang", "target_lang", "qid"], index=per_query.index)
+    table = pd.concat([keys, per_query[value]], axis=1)
+    per_pair = table.groupby(["query_lang", "target_lang"])[value].mean()
+    return float(per_pair.groupby("query_lang").mean().mean())

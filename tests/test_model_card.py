@@ -1,0 +1,95 @@
+"""Model cards of trained models: sentence-transformers' card with the training recipe, metrics
+added by evaluations (atomically, concurrently), and the hub upload with its dry run."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from test_train import small_config, split, synthetic_groups
+
+from lib.model_card import METRICS_FILE, SECTION_START, main, push_to_hub, update_card_metrics
+from lib.train import train
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HBT_OUTPUTS", str(tmp_path_factory.mktemp("outputs")))
+        result = train(small_config(steps=2, eval_every=0, checkpoint_every=0, run="card"),
+                       groups=split(synthetic_groups()), progress=False)
+    torch.set_num_threads(threads)
+    return result.model_dir
+
+
+def test_trained_model_has_a_sentence_transformers_model_card(model_dir):
+    card = ModelCard.load(model_dir / "README.md")
+    assert card.data.library_name == "sentence-transformers" and "hybrid-batch" in card.data.tags
+    assert card.data.language == ["ar", "de", "en", "es", "hi", "vi", "zh"]      # MLQA-R's languages
+    assert card.text.startswith("\n# tiny fine-tuned with hybrid batches (alpha 0.5, final model, step 2)")
+    for recipe in ("trained on the MLQA-R dataset", "* Size: 32 training samples", "lib.losses.InfoNCELoss",
+                   '"temperature": 0.05, "scale": 20', "- `sampler`: hybrid", "- `alpha`: 0.5", "- `steps`: 2",
+                   "- `batch_size`: 4", "- `learning_rate`: 0.001"):
+        assert recipe in card.text, recipe
+
+
+def test_evaluations_add_their_metrics_to_the_card(model_dir):
+    def evaluate(number):
+        return update_card_metrics(model_dir, "xquad-r", f"eval-{number}", {"mono map": 0.5 + number / 10,
+                                                                               "multi map": 0.25})
+
+    with ThreadPoolExecutor(4) as pool:                # at once: the lock keeps every update
+        list(pool.map(evaluate, range(4)))
+    update_card_metrics(model_dir, "xquad-r", "eval-0", {"mono map": 0.45, "multi map": 0.25})  # replaced
+    card = ModelCard.load(model_dir / "README.md")
+    results = {(r.metric_config, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert len(results) == 8 and results[("eval-0", "mono map")] == 0.45 and results[("eval-3", "mono map")] == 0.8
+    assert card.text.count(SECTION_START) == 1
+    assert "| eval-2 | xquad-r | mono map | 0.7000 |" in card.text and "- `sampler`: hybrid" in card.text
+    assert (model_dir / METRICS_FILE).is_file()
+
+
+def test_folder_without_card_is_left_alone(tmp_path):
+    assert update_card_metrics(tmp_path, "xquad-r", "eval", {"mono map": 0.5}) is None
+    assert not (tmp_path / METRICS_FILE).exists()
+
+
+class RecordingApi:
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs["repo_id"], kwargs))
+
+
+def test_push_to_hub_and_its_dry_run(model_dir, capsys):
+    files = main([str(model_dir), "--repo-id", "someone/tiny-hybrid", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "would upload to someone/tiny-hybrid" in out and "# tiny fine-tuned with hybrid batches" in out
+    assert {"README.md", "model.safetensors", "backbone.json", "config.json"} <= set(files)
+    assert not any(name.startswith(".") for name in files)
+    api = RecordingApi()
+    assert push_to_hub(model_dir, "someone/tiny-hybrid", api=api) == files
+    (create, repo, options), (upload, repo_again, upload_options) = api.calls
+    assert (create, repo, options["private"], options["exist_ok"]) == ("create_repo", "someone/tiny-hybrid", True, True)
+    assert upload == "upload_folder" and upload_options["folder_path"] == str(model_dir)
+    with pytest.raises(FileNotFoundError, match="trained model folder"):
+        push_to_hub(model_dir.parent, "someone/x", dry_run=True)
+
+
+@pytest.mark.real_data
+def test_run_evaluation_of_a_trained_model_updates_its_card(model_dir, lareqa_dir):
+    from lib.evaluate import run_evaluation
+
+    evaluation, _ = run_evaluation(str(model_dir), "xquad-r", max_questions=4, languages=["de", "en"], device="cpu",
+                                   run="eval-card")
+    card = ModelCard.load(model_dir / "README.md")
+    results = {(r.metric_config, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert results[("eval-card", "mono map")] == pytest.approx(evaluation.summary["mono map"])
