@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from lib.data import RetrievalDataset
 from lib.io import atomic_path
-from lib.retrieval import build_index
 
 RUN_DEPTH = 100
 RUN_TAG = "hybrid-batch"
@@ -84,15 +84,19 @@ class TrecRun:
         return run_path, qrels_path
 
 
-def _top_k(index, queries: np.ndarray, depth: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``depth`` of each query, searched in the same blocks as ``lib.retrieval.full_ranks``
-    (faiss switches to BLAS from 20 queries a block: same blocks, same float sums)."""
+def _top_k(pool: np.ndarray, queries: np.ndarray, depth: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and rows of the ``depth`` best pool rows for each query, best first, ties by row
+    (the order ``lib.retrieval.score_pools`` gives its top-k): chunked float32 products."""
+    candidates = torch.from_numpy(np.ascontiguousarray(pool, dtype=np.float32))
     scores, ids = [], []
-    for start in range(0, len(queries), chunk):
-        block = np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32)
-        block_scores, block_ids = index.search(block, depth)
-        scores.append(block_scores)
-        ids.append(block_ids)
+    with torch.inference_mode():
+        for start in range(0, len(queries), chunk):
+            block = torch.from_numpy(np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32))
+            values, rows = torch.topk(block @ candidates.T, depth, dim=1)
+            values, rows = values.numpy(), rows.numpy()
+            order = np.lexsort((rows, -values), axis=1)
+            scores.append(np.take_along_axis(values, order, axis=1))
+            ids.append(np.take_along_axis(rows, order, axis=1))
     return np.concatenate(scores), np.concatenate(ids)
 
 
@@ -115,7 +119,7 @@ def lareqa_run_files(dataset: RetrievalDataset, question_embeddings: np.ndarray,
                     else np.flatnonzero(candidate_lang == target_lang))
             qids = group.qid.drop_duplicates().tolist()
             rows = [question_row[(query_lang, qid)] for qid in qids]
-            scores, local = _top_k(build_index(candidate_embeddings[pool]), question_embeddings[rows],
+            scores, local = _top_k(candidate_embeddings[pool], question_embeddings[rows],
                                    min(depth, len(pool)))
             query_ids = [trec_query_id(query_lang, target_lang, qid) for qid in qids]
             run.blocks.append((query_ids, pool[local], scores))
