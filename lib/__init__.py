@@ -16,7 +16,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("training", ("trainer", "train", "weights")),
     ("retrieval", ("retrieval", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),
-    ("evaluation", ("results", "tatoeba", "miracl", "evaluate")),
+    ("evaluation", ("results", "tatoeba", "miracl", "debias_evaluation", "evaluate")),
     ("orchestration", ("notebooks", "scheduler", "grid")),
     ("report", ("gather", "report")),
 )

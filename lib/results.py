@@ -27,7 +27,9 @@ class Evaluation:
     """What an evaluation produced: a flat ``summary`` of named metrics (sentence-transformers
     evaluator style), tables per language and per pair, per-query ranks, and timings.
     ``tables`` holds further per-run tables, written as parquet under their file name (LAReQA:
-    ``lib.bias``'s neighbours and alignment of every multilingual query)."""
+    ``lib.bias``'s neighbours and alignment of every multilingual query). ``variants``: the same
+    evaluation after each ``lib.debias`` method (by name), each written to its own run folder;
+    ``debias``: how this one was debiased (empty: not at all)."""
 
     summary: dict[str, float]
     per_language: pd.DataFrame
@@ -36,6 +38,8 @@ class Evaluation:
     ranks: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    variants: dict[str, "Evaluation"] = field(default_factory=dict)
+    debias: dict[str, Any] = field(default_factory=dict)
 
 
 def _records(frame: pd.DataFrame | None):
@@ -43,8 +47,18 @@ def _records(frame: pd.DataFrame | None):
 
 
 def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[str, Any]) -> Path:
-    """``config.json``, ``versions.json``, ``metrics.json`` and per-query tables in a run folder."""
+    """``config.json``, ``versions.json``, ``metrics.json`` and per-query tables in a run folder.
+
+    Each debiasing variant goes first to its own folder beside it, ``config["debias_runs"][name]``,
+    with the same files and ``debias`` / ``debias_of`` in its config; the run's own ``metrics.json``
+    comes last, so a complete run has complete variants.
+    """
     run_path = Path(run_path)
+    for name, variant in evaluation.variants.items():
+        variant_run = config["debias_runs"][name]
+        write_evaluation(run_path.parent / variant_run, variant, {
+            **{k: v for k, v in config.items() if k not in ("debias", "debias_runs")},
+            "run": variant_run, "debias": variant.debias, "debias_of": config.get("run", run_path.name)})
     write_provenance(run_path, config)
     write_json(run_path / "metrics.json", {
         "summary": evaluation.summary, "timings": evaluation.timings,
@@ -65,7 +79,8 @@ def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[
 @dataclass(frozen=True)
 class EvaluationRequest:
     """The settings of one ``run_evaluation`` call that an evaluator may use (each ignores what
-    does not apply to its dataset: Tatoeba has no candidate context, LAReQA no index)."""
+    does not apply to its dataset: Tatoeba has no candidate context, LAReQA no index; only
+    LAReQA debiases)."""
 
     dataset: str
     candidate_context: str = "sentence"   # LAReQA: sentence | paragraph
@@ -74,6 +89,7 @@ class EvaluationRequest:
     languages: list[str] | None = None    # None = every language of the dataset
     data_dir: str | None = None
     index: str = "flat"                   # MIRACL: flat | ivf | hnsw | ivfpq
+    debias: str = "none"                  # LAReQA: comma-separated lib.debias variants, "none" first
 
 
 # evaluate(model, request) -> (evaluation, the dataset's entries of config.json in order, "index" among them)
