@@ -13,10 +13,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("io", "naming", "hardware", "tatoeba_checksums")),
     ("data", ("data", "training_data", "sampling", "data_figures")),
     ("model", ("backbones", "encode", "losses", "dual_encoder", "checkpoint")),
-    ("training", ("trainer", "train", "weights")),
+    ("training", ("trainer", "train", "weights", "weight_systems")),
     ("retrieval", ("retrieval", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),
     ("evaluation", ("results", "tatoeba", "miracl", "debias_evaluation", "evaluate")),
-    ("orchestration", ("notebooks", "scheduler", "grid")),
+    ("orchestration", ("notebooks", "scheduler", "grid_systems", "grid")),
     ("report", ("gather", "report")),
 )
