@@ -18,5 +18,5 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("scores", ("metrics", "bias", "significance")),
     ("evaluation", ("results", "tatoeba", "miracl", "debias_evaluation", "evaluate")),
     ("orchestration", ("notebooks", "scheduler", "grid_systems", "grid")),
-    ("report", ("gather", "report")),
+    ("report", ("gather", "systems_report", "report")),
 )

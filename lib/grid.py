@@ -63,7 +63,7 @@ import yaml
 from lib.backbones import available_backbones
 from lib.data import CANDIDATE_CONTEXTS
 from lib.evaluate import LAREQA_DATASETS
-from lib.grid_systems import MERGE_JOB, check_weight_space, debias_variants, weight_systems
+from lib.grid_systems import MERGE_JOB, GridSystemsError, check_weight_space, debias_variants, weight_systems
 from lib.io import PROJECT_ROOT, outputs_dir, run_dir, write_json, write_text
 from lib.naming import (bias_run_name, comparison_run_name, debias_run_name, debias_system_name, eval_run_name,
                         system_name, train_run_name, zero_shot_run_name)
@@ -200,9 +200,13 @@ def load_grid(path: str | Path) -> Grid:
         values["zero_shot"] = {k: _as_list(v, f"zero_shot.{k}", str(path)) for k, v in block.items()}
     values["seeds_by_sampler"] = {k: _as_list(v, f"seeds_by_sampler.{k}", str(path))
                                   for k, v in values["seeds_by_sampler"].items()}
-    values["debias"] = debias_variants(values.get("debias"), str(path))
     values["wise_ft"] = values.get("wise_ft") or {}
     values["soups"] = _as_list(values.get("soups"), "soups", str(path))
+    try:
+        values["debias"] = debias_variants(values.get("debias"), str(path))
+        check_weight_space(values["wise_ft"], values["soups"], values.get("samplers") or [], str(path))
+    except GridSystemsError as error:
+        raise GridError(str(error)) from error
     missing = [k for k in ("backbones", "eval_datasets") if k not in values]
     if missing:
         raise GridError(f"{path}: missing keys {missing} (see lib/grid.py for the format)")
@@ -267,7 +271,6 @@ def validate_grid(grid: Grid) -> None:
         clash = sorted(set(getattr(grid, section)) & (RESERVED[section] - ({"run"} if section == "report" else set())))
         if clash:
             raise GridError(f"{where}: {section} sets {clash}, which the grid sets per cell; remove them")
-    check_weight_space(grid.wise_ft, grid.soups, grid.samplers, where)
     for seeds in [grid.seeds, *grid.seeds_by_sampler.values()]:
         if not seeds or any(not isinstance(s, int) for s in seeds):
             raise GridError(f"{where}: seeds must be non-empty lists of integers, got {seeds!r}")

@@ -67,8 +67,11 @@ def debias_run_name(eval_run: str, variant: str) -> str:
 
 
 def debias_system_name(system: str, variant: str) -> str:
-    """``mono + center-pool``; ``none`` leaves the system's name as it is."""
-    return system if variant in ("", "none") else f"{system} + {variant}"
+    """``mono + center-pool``; ``none`` leaves the system's name as it is; a transductive variant
+    (statistics from the test queries) is labelled ``(upper bound)``."""
+    if variant in ("", "none"):
+        return system
+    return f"{system} + {variant}" + (" (upper bound)" if variant.endswith("-transductive") else "")
 
 
 def wise_ft_run_name(train_run: str, lam: float) -> str:
