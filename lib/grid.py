@@ -464,6 +464,8 @@ def parameter_conflicts(job: Job) -> dict[str, tuple[Any, Any]]:
     recorded = executed_parameters(job.run, job.notebook)
     if recorded is None:
         return {}
+    if job.kind == "evaluate" and "debias" in job.parameters:
+        recorded.setdefault("debias", "none")       # made before debias existed: it has no variant runs
     return {k: (v, recorded[k]) for k, v in job.parameters.items()
             if k in recorded and not _same(k, v, recorded[k])}
 

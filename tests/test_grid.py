@@ -37,15 +37,19 @@ def write_grid(tmp_path: Path, **changes) -> Path:
 def test_default_grid_expands_to_the_documented_cells():
     grid = load_grid(PARAMS / "grid.yaml")
     cells = expand_cells(grid)
-    trained = [c for c in cells if c.train_run]
-    assert len(cells) == 11 and len(trained) == 10
+    trained = [c for c in cells if c.train_run and c.method == "sampler"]
+    assert len(trained) == 10
+    # WiSE-FT of every hybrid, mono and cross model, the mono+cross soup of every seed
+    merged = [c for c in cells if c.merged]
+    assert len(cells) == 23 and sorted(c.method for c in merged) == ["soup"] * 3 + ["wise-ft"] * 9
     assert sorted({c.sampler for c in trained}) == ["cross", "en", "hybrid", "mono"]
     assert [c.seed for c in trained if c.sampler == "en"] == [0]
     assert all(len([c for c in trained if c.sampler == s]) == 3 for s in ("mono", "cross", "hybrid"))
     names = {c.train_run for c in trained}
     assert "train-me5-small-q4-hybrid-a0.5-mlqa-r-s0" in names and "train-me5-small-q4-en-mlqa-r-s0" in names
     jobs = plan_jobs(grid)
-    assert [j.kind for j in jobs].count("evaluate") == 11 and jobs[-1].kind == "report"
+    assert [j.kind for j in jobs].count("evaluate") == 23 and jobs[-1].kind == "report"
+    assert grid.debias == ["none", "center-pool", "lir-k1-pool", "center-transductive"]
     assert jobs[-1].run == "report" and jobs[-1].parameters["grid"] == "grid"
     # before the report: the samplers side by side in one 05_bias run (zero-shot + first seed of each)
     assert jobs[-2].kind == "bias" and jobs[-2].run == "bias-grid-me5-small-q4-mlqa-r-xquad-r"
@@ -644,4 +648,4 @@ def test_dry_run_lists_the_jobs_and_the_estimate(capsys):
 
     main(["params/grid.yaml", "--dry-run"])
     out = capsys.readouterr().out
-    assert "34 jobs, 11 cells" in out and "bias-grid-me5-small-q4-mlqa-r-xquad-r" in out and "estimate" in out
+    assert "70 jobs, 23 cells" in out and "merge" in out and "bias-grid-me5-small-q4-mlqa-r-xquad-r" in out and "estimate" in out
