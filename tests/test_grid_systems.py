@@ -178,3 +178,9 @@ def test_comparison_pairs_need_their_systems():
     systems = pd.DataFrame([{"system": "mono", "base_system": "mono", "method": "sampler", "debias": "none",
                              "transductive": False, "train_sources": "mlqa-r"}])
     assert comparison_pairs(systems) == []
+
+
+def test_an_evaluation_made_before_debias_is_not_reused_without_its_variants(tmp_path):
+    run_grid(load_grid(write_grid(tmp_path)), execute=FakeExecutor())          # no debias key: none only
+    with pytest.raises(GridError, match="debias: grid 'none,center-pool' vs run 'none'"):
+        run_grid(load_grid(write_grid(tmp_path, debias=["center-pool"])), execute=FakeExecutor())
