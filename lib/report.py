@@ -345,7 +345,8 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
         len(t) for t in significance) else pd.DataFrame()
     if len(significance):
         significance["p_holm"] = holm(significance.p_value.to_numpy())
-        verdict = hybrid_verdict(summary, significance)
+        paper_systems = summary.index.get_level_values("system").isin(set(samplers_only.system))
+        verdict = hybrid_verdict(summary[paper_systems], significance)
         if len(verdict):
             tables = {VERDICT_TITLE: verdict, **tables}
     extended = extended_comparisons(results, resamples=resamples, seed=seed)
