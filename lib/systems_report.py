@@ -109,13 +109,13 @@ def extended_comparisons(results: pd.DataFrame, resamples: int = 10_000, seed: i
             members = pd.concat([untrained, trained[trained.train_sources == mixture]])
             runs = members.groupby("system", sort=False).eval_run.apply(list).to_dict()
             systems = members.groupby("system", sort=False).first().reset_index()
-            means = members.groupby("system")[["mono map", "cross map", "multi map"]].mean()
+            means = members.groupby("system")[[f"{s} {m}" for m, s in TESTS]].mean()
             for question, a, b in comparison_pairs(systems):
                 for metric, setting in TESTS:
                     other = b
-                    if b == "better of mono/cross":
-                        column = f"{setting} map" if f"{setting} map" in means else "multi map"
-                        other = max(("mono", "cross"), key=lambda s: means.loc[s, column])
+                    if b == "better of mono/cross":         # by mean over seeds, in the metric's direction
+                        other = max(("mono", "cross"),
+                                    key=lambda s: DIRECTION[metric] * means.loc[s, f"{setting} {metric}"])
                     table = seed_aware_comparisons({a: _per_query(runs[a]), other: _per_query(runs[other])},
                                                    metric=metric, settings=(setting,), resamples=resamples, seed=seed)
                     if len(table):
