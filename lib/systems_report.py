@@ -192,7 +192,8 @@ def tradeoff_figure(results: pd.DataFrame, title: str = "Monolingual against mul
         return None
     datasets = table.dataset.unique().tolist()
     figure, axes = plt.subplots(len(datasets), 2, figsize=(13, 5.2 * len(datasets)), squeeze=False)
-    palette = dict(zip(table.base_system.unique(), sns.color_palette("tab10", table.base_system.nunique())))
+    systems = table.base_system.unique()
+    palette = dict(zip(systems, sns.color_palette("tab10" if len(systems) <= 10 else "tab20", len(systems))))
     markers = dict(zip(table.debias.unique(), ["o", "s", "^", "D", "v", "P", "X"] * 3))
     for row_axes, dataset in zip(axes, datasets):
         frame = table[table.dataset == dataset]
@@ -208,7 +209,7 @@ def tradeoff_figure(results: pd.DataFrame, title: str = "Monolingual against mul
             axis.set_ylabel("mono map")
             axis.set_title(dataset)
         handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=s) for s, c in palette.items()]
-        handles += [plt.Line2D([], [], color="gray", marker=m, linestyle="", label=v
+        handles += [plt.Line2D([], [], color="black", markerfacecolor="none", marker=m, linestyle="", label=v
                                + (" (upper bound)" if v.endswith("transductive") else "")) for v, m in markers.items()]
         row_axes[1].legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.suptitle(title + " (bars: lowest to highest seed)")
