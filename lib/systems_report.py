@@ -176,6 +176,7 @@ def tradeoff_table(results: pd.DataFrame) -> pd.DataFrame:
     if complete.empty or not present:
         return pd.DataFrame()
     keys = ["backbone", "dataset", "system", "base_system", "debias", "transductive"]
+    complete = complete.assign(**{k: "-" for k in keys if k not in complete})
     grouped = complete.groupby(keys, sort=False)[present]
     table = pd.concat({"mean": grouped.mean(), "min": grouped.min(), "max": grouped.max()}, axis=1)
     table.columns = [f"{metric} {stat}" for stat, metric in table.columns]

@@ -398,14 +398,16 @@ def test_hybrid_verdict_against_the_better_of_mono_and_cross():
     assert "Language bias" in sentence and "worse" in sentence
 
 
-def test_hybrid_verdict_says_when_hybrid_matches_or_beats():
+def test_hybrid_verdict_never_says_matches_without_an_equivalence_test():
     from lib.report import hybrid_verdict, verdict_sentences
 
     summary, tests = _verdict_inputs(hybrid_mono=0.79)
     tests.loc[0, "p_holm"] = 0.2
     verdict = hybrid_verdict(summary, tests)
     assert set(verdict.verdict[verdict.metric.str.endswith("map")]) == {"no significant difference"}
-    assert "matches or beats the better of mono and cross on mAP in every setting" in verdict_sentences(verdict)[0]
+    sentence = verdict_sentences(verdict)[0]
+    assert "not significantly worse than the better of mono and cross on mAP in any setting" in sentence
+    assert "not a claim of equality" in sentence and "matches" not in sentence
     # without tests: not tested; without a hybrid or without mono: no row at all
     assert set(hybrid_verdict(summary, tests.iloc[:0]).verdict) == {"not tested"}
     assert hybrid_verdict(summary.drop(index="hybrid a=0.5", level=3), tests).empty
@@ -447,7 +449,7 @@ def test_report_figures_follow_what_exists():
                             "mono map": [0.5, 0.6], "cross map": [0.4, 0.3], "multi map": [0.2, 0.25],
                             "multi rank_distance": [10.0, 12.0]})
     figures = report_figures(Report("g", results, pd.DataFrame(), {}, pd.DataFrame()))
-    assert list(figures) == ["map_per_sampler", "rank_distance_per_sampler"]
+    assert list(figures) == ["map_per_sampler", "rank_distance_per_sampler", "tradeoff"]
     assert report_figures(Report("g", results.assign(status="missing"), pd.DataFrame(), {}, pd.DataFrame())) == {}
     plt.close("all")
 
