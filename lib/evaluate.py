@@ -21,8 +21,10 @@ import lib.tatoeba  # noqa: F401  registers the tatoeba evaluator
 from lib.backbones import default_device, get_backbone, load_model
 from lib.bias import ALIGNMENT_FILE, NEIGHBOURS_FILE, multilingual_neighbours
 from lib.data import CANDIDATE_CONTEXTS, RetrievalDataset, load_lareqa
+from lib.debias_evaluation import debias_statistics, debiased_embeddings, parse_variants
 from lib.encode import encode
 from lib.io import run_dir
+from lib.naming import debias_run_name
 from lib.metrics import per_query_metrics, summarise, summary_table
 from lib.model_card import update_card_metrics
 from lib.parameters import param, parse_command_line
@@ -35,10 +37,16 @@ LAREQA_DATASETS = ("xquad-r", "mlqa-r")
 
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
-                    settings=SETTINGS, top_k: int = 10, run_depth: int = RUN_DEPTH) -> Evaluation:
+                    settings=SETTINGS, top_k: int = 10, run_depth: int = RUN_DEPTH,
+                    debias: str = "none") -> Evaluation:
     """Ranks of every relevant candidate per setting -> per-query metrics and the paper's macro
     averages; with ``multi``, also the ``top_k`` neighbours of each multilingual query (``lib.bias``);
-    the top ``run_depth`` of every ranking as TREC run files and qrels (``lib.run_files``; 0 = none)."""
+    the top ``run_depth`` of every ranking as TREC run files and qrels (``lib.run_files``; 0 = none).
+
+    ``debias``: a comma-separated list of ``lib.debias`` variants (``"none,center-pool"``); the
+    returned evaluation is ``none``'s, each other variant's is in ``evaluation.variants[name]``,
+    ranked from the same (cached) embeddings (``lib.debias_evaluation``).
+    """
     timings = {}
     start = time.perf_counter()
     questions = encode(model, dataset.questions.text, "query", batch_size=batch_size)
@@ -46,6 +54,28 @@ def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
     start = time.perf_counter()
     candidates = encode(model, dataset.candidates.text, "passage", batch_size=batch_size)
     timings["encode_candidates_s"] = time.perf_counter() - start
+    variants = parse_variants(debias)
+    start = time.perf_counter()
+    statistics = debias_statistics(model, dataset, variants, batch_size=batch_size)
+    if len(variants) > 1:
+        timings["encode_debias_statistics_s"] = time.perf_counter() - start
+    evaluations = {}
+    for spec in variants:
+        variant_questions, variant_candidates = debiased_embeddings(spec, dataset, questions, candidates, statistics)
+        evaluations[spec.name] = _score(dataset, variant_questions, variant_candidates, settings, top_k,
+                                        dict(timings) if spec.method == "none" else {}, run_depth)
+        evaluations[spec.name].debias = {**spec.as_dict(), "transductive": spec.transductive,
+                                         "statistics": statistics.description.get(spec.source, "none")
+                                         if spec.method != "none" else "none"}
+    evaluation = evaluations.pop("none")
+    evaluation.variants = evaluations
+    return evaluation
+
+
+def _score(dataset: RetrievalDataset, questions, candidates, settings, top_k: int, timings: dict,
+           run_depth: int = RUN_DEPTH) -> Evaluation:
+    """Rank, score and (multi) find the neighbours with one pair of embedding matrices; the top
+    ``run_depth`` of every ranking as TREC run files (0 = none)."""
     start = time.perf_counter()
     ranks = lareqa_ranks(dataset, questions, candidates, settings)
     timings["search_s"] = time.perf_counter() - start
@@ -80,7 +110,7 @@ def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluat
               "n_candidates": len(data.candidates),
               "run_files": f"{TREC_FOLDER}/<setting>.run.gz (top {RUN_DEPTH} per query) and {TREC_FOLDER}/<setting>.qrels",
               "index": "faiss IndexFlatIP (exact inner product on L2-normalised embeddings)"}
-    return evaluate_lareqa(model, data, batch_size=request.batch_size), config
+    return evaluate_lareqa(model, data, batch_size=request.batch_size, debias=request.debias), config
 
 
 DATASETS = tuple(EVALUATORS)
@@ -106,18 +136,25 @@ def check_evaluation_parameters(backbone: str, candidate_context: str, batch_siz
 def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: str = "sentence",
                    batch_size: int = 64, device: str = "auto", run: str = "",
                    max_questions: int | None = None, languages: list[str] | None = None,
-                   data_dir: str | None = None, index: str = "flat") -> tuple[Evaluation, Path]:
+                   data_dir: str | None = None, index: str = "flat", debias: str = "none") -> tuple[Evaluation, Path]:
     """Everything 04_evaluate does, in one call: load, encode, search, score, write ``outputs/<run>/``.
 
     ``backbone`` is a registry name (``params/backbones``) or a trained model folder; ``dataset``
     is any registered one: xquad-r or mlqa-r (LAReQA), tatoeba (``lib.tatoeba``) or miracl
     (``lib.miracl``, with ``index`` = flat | ivf | hnsw | ivfpq). ``languages``: None = every
-    language of the dataset (MIRACL: the paper's 15).
+    language of the dataset (MIRACL: the paper's 15). ``debias`` (LAReQA only): comma-separated
+    ``lib.debias`` variants; each one other than ``none`` is written to its own run folder,
+    ``<run>-<variant>`` (``lib.naming.debias_run_name``), from the same embeddings.
     """
     evaluator = evaluator_for(dataset)
     batch_size, max_questions = check_evaluation_parameters(backbone, candidate_context, batch_size,
                                                             max_questions, run)
-    request = EvaluationRequest(dataset, candidate_context, batch_size, max_questions, languages, data_dir, index)
+    variants = [spec.name for spec in parse_variants(debias)]
+    if len(variants) > 1 and dataset not in LAREQA_DATASETS:
+        raise ValueError(f"debias={debias!r} applies to the LAReQA datasets {LAREQA_DATASETS}, not {dataset!r}; "
+                         "leave it at 'none'")
+    request = EvaluationRequest(dataset, candidate_context, batch_size, max_questions, languages, data_dir, index,
+                                debias=",".join(variants))
     device = default_device() if device == "auto" else device
     started = time.perf_counter()
     model = load_model(backbone, device=device)
@@ -127,6 +164,9 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     config = {"task": "evaluate", "backbone": backbone, "backbone_settings": model.backbone.as_dict(),
               "dataset": dataset, **dataset_config, "batch_size": batch_size, "device": device,
               "run": run, "index": index_description}
+    if len(variants) > 1:
+        config["debias"] = variants
+        config["debias_runs"] = {name: debias_run_name(run, name) for name in variants}
     evaluation.timings["total_s"] = time.perf_counter() - started
     path = write_evaluation(run_dir(run), evaluation, config)
     if Path(backbone).is_dir():  # a trained model folder: its model card gains this evaluation's metrics
@@ -151,6 +191,9 @@ class EvaluateConfig:
     max_questions: int | None = param(None, "LAReQA questions kept per language; None (null): all", smoke=40)
     languages: str = param("", "comma-separated subset; empty: all (MIRACL: the paper's 15)")
     index: str = param("flat", "MIRACL: flat | ivf | hnsw | ivfpq")
+    debias: str = param("none", "LAReQA: comma-separated lib.debias variants ranked from the same embeddings, "
+                        "each written to outputs/<run>-<variant>/ (none, center-pool, center-reference, "
+                        "center-transductive, lir-k1-pool ...)")
     run: str = param("", "outputs/<run>; empty: eval-<backbone>-<dataset>[-paragraph]")
 
 
@@ -159,7 +202,8 @@ def evaluate_step(config: EvaluateConfig) -> tuple[Evaluation, Path]:
     languages = [lang.strip() for lang in config.languages.split(",") if lang.strip()] or None
     return run_evaluation(config.backbone, dataset=config.dataset, candidate_context=config.candidate_context,
                           batch_size=config.batch_size, device=config.device, run=config.run,
-                          max_questions=config.max_questions, languages=languages, index=config.index)
+                          max_questions=config.max_questions, languages=languages, index=config.index,
+                          debias=config.debias)
 
 
 def main(argv=None) -> tuple[Evaluation, Path] | None:

@@ -19,7 +19,7 @@ from lib.bias import run_label
 from lib.data import lareqa_languages
 from lib.grid import ZERO_SHOT, Grid, cell_table
 from lib.io import outputs_dir, read_json
-from lib.naming import bias_run_name, system_name
+from lib.naming import bias_run_name, debias_system_name, system_name
 from lib.retrieval import SETTINGS
 
 SUMMARY_METRICS = ["mono map", "cross map", "multi map", "mono map@20", "cross map@20", "multi map@20",
@@ -46,6 +46,10 @@ def describe_eval_run(run: str) -> dict[str, Any]:
                    alpha=train.get("alpha") if train.get("sampler") == "hybrid" else None,
                    seed=train.get("seed"), train_sources=train.get("train_sources"), train_run=train_dir.name)
         row["system"] = system_name(row["sampler"], row["alpha"]) if row["sampler"] else row["system"]
+    debias = config.get("debias")          # a variant's run: {"name": ...}; the evaluation itself: a list
+    variant = debias.get("name", "none") if isinstance(debias, dict) else "none"
+    row.update(base_system=row["system"], debias=variant, transductive=variant.endswith("-transductive"),
+               system=debias_system_name(row["system"], variant))
     return row
 
 

@@ -26,6 +26,9 @@ A grid file (``params/grid*.yaml``) lists::
     evaluate: {batch_size: 64, ...}           # fixed parameters of 04_evaluate
     bias: {top_k: 10}                         # fixed parameters of 05_bias
     report: {run: report, resamples: 10000}   # 06_report's output folder and parameters
+    debias: [none, center-pool]               # lib.debias variants of every evaluation (same embeddings)
+    wise_ft: {lambdas: [0.5]}                 # WiSE-FT of each trained model (lib.grid_systems) ...
+    soups: [[mono, cross]]                    # ... and uniform soups per seed, each evaluated
 
 Cells = backbones x training mixtures x (sampler, alpha, seed); run names come from
 :mod:`lib.naming` (``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``, ``eval-<training run>-<dataset>``,
@@ -62,12 +65,15 @@ from lib.backbones import BackboneError, available_backbones
 from lib.cli import run_cli
 from lib.data import CANDIDATE_CONTEXTS
 from lib.evaluate import LAREQA_DATASETS
+from lib.grid_systems import MERGE_JOB, GridSystemsError, check_weight_space, debias_variants, weight_systems
 from lib.io import PROJECT_ROOT, outputs_dir, run_dir, write_json, write_text
-from lib.naming import bias_run_name, comparison_run_name, eval_run_name, system_name, train_run_name, zero_shot_run_name
+from lib.naming import (bias_run_name, comparison_run_name, debias_run_name, debias_system_name, eval_run_name,
+                        system_name, train_run_name, zero_shot_run_name)
 from lib.notebooks import NOTEBOOKS_DIR, execute_subprocess, executed_parameters, is_complete, notebook_parameters
 from lib.sampling import SAMPLERS
 from lib.scheduler import Job, run_jobs
 from lib.train import TrainConfig, TrainError
+from lib.weight_systems import build_weight_system
 
 NOTEBOOKS = {"train": "03_train.ipynb", "evaluate": "04_evaluate.ipynb", "bias": "05_bias.ipynb",
              "report": "06_report.ipynb"}
@@ -104,6 +110,9 @@ class Grid:
     bias: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     estimate: dict[str, Any] = field(default_factory=dict)
+    debias: list[str] = field(default_factory=lambda: ["none"])   # lib.debias variants of every evaluation
+    wise_ft: dict[str, Any] = field(default_factory=dict)         # {lambdas: [0.5], samplers: [...]}
+    soups: list[list[str]] = field(default_factory=list)          # [[mono, cross]]: one soup per seed
     source: str = ""                        # the file it came from (params/<name>.yaml)
 
     @property
@@ -197,6 +206,13 @@ def load_grid(path: str | Path) -> Grid:
         values["zero_shot"] = {k: _as_list(v, f"zero_shot.{k}", str(path)) for k, v in block.items()}
     values["seeds_by_sampler"] = {k: _as_list(v, f"seeds_by_sampler.{k}", str(path))
                                   for k, v in values["seeds_by_sampler"].items()}
+    values["wise_ft"] = values.get("wise_ft") or {}
+    values["soups"] = _as_list(values.get("soups"), "soups", str(path))
+    try:
+        values["debias"] = debias_variants(values.get("debias"), str(path))
+        check_weight_space(values["wise_ft"], values["soups"], values.get("samplers") or [], str(path))
+    except GridSystemsError as error:
+        raise GridError(str(error)) from error
     missing = [k for k in ("backbones", "eval_datasets") if k not in values]
     if missing:
         raise GridError(f"{path}: missing keys {missing} (see lib/grid.py for the format)")
@@ -286,7 +302,8 @@ def validate_grid(grid: Grid) -> None:
 @dataclass(frozen=True)
 class Cell:
     """One configuration: a backbone trained with one sampler, alpha, seed and training mixture
-    (``sampler == "zero-shot"``: the untrained backbone, no training run)."""
+    (``sampler == "zero-shot"``: the untrained backbone, no training run; ``method`` wise-ft | soup:
+    a model merged from the training runs ``merged``, ``train_run`` then names the merge run)."""
 
     backbone: str
     sampler: str
@@ -296,10 +313,16 @@ class Cell:
     train_run: str | None
     eval_runs: tuple[tuple[str, str], ...]      # (dataset, run)
     candidate_context: str = "sentence"
+    method: str = "sampler"                     # sampler | wise-ft | soup
+    merged: tuple[str, ...] = ()                # wise-ft, soup: the training runs merged
+    label: str = ""                             # wise-ft, soup: the system's name (lib.naming)
+    lam: float | None = None                    # wise-ft: the weight of the fine-tuned model
 
     @property
     def system(self) -> str:
         """:func:`lib.naming.system_name`; zero-shot on paragraphs is its own system, ``zero-shot paragraph``."""
+        if self.label:
+            return self.label
         if self.sampler == ZERO_SHOT and self.candidate_context != "sentence":
             return f"{ZERO_SHOT} {self.candidate_context}"
         return system_name(self.sampler, self.alpha)
@@ -329,6 +352,13 @@ def expand_cells(grid: Grid) -> list[Cell]:
                         train = train_run_name(backbone, sampler, alpha, sources, seed, grid.tag)
                         cells.append(Cell(backbone, sampler, alpha, seed, sources, train, tuple(
                             (d, eval_run_name(train, d, context)) for d in mixture["evaluate"]), context))
+    evaluated = {c.train_run: c.eval_runs for c in cells}
+    for merged in weight_systems([c for c in cells if c.train_run], grid.wise_ft, grid.soups, grid.tag):
+        datasets = [d for d, _ in evaluated[merged.inputs[0]]]
+        sampler = "+".join(c.sampler for c in cells if c.train_run in merged.inputs)
+        cells.append(Cell(merged.backbone, sampler, None, merged.seed, merged.sources, merged.run, tuple(
+            (d, eval_run_name(merged.run, d, context)) for d in datasets), context, merged.method, merged.inputs,
+            merged.system, merged.lam))
     return cells
 
 
@@ -336,7 +366,13 @@ def plan_jobs(grid: Grid) -> list[Job]:
     """Every notebook execution of the grid, in order: per cell train, evaluations, bias; then report."""
     jobs = []
     for cell in expand_cells(grid):
-        if cell.train_run:
+        if cell.merged:
+            parameters = {"method": cell.method, "models": [str(outputs_dir() / r / grid.model_folder) for r in cell.merged],
+                          "model_folder": grid.model_folder}
+            if cell.method == "wise-ft":
+                parameters.update(zero_shot=cell.backbone, lam=cell.lam)
+            jobs.append(Job("merge", MERGE_JOB, cell.train_run, parameters, cell, needs=cell.merged))
+        elif cell.train_run:
             parameters = {"backbone": cell.backbone, "sampler": cell.sampler, "train_sources": cell.train_sources,
                           "seed": cell.seed, **grid.train}
             if cell.alpha is not None:
@@ -344,9 +380,10 @@ def plan_jobs(grid: Grid) -> list[Job]:
             jobs.append(Job("train", NOTEBOOKS["train"], cell.train_run, parameters, cell))
         for dataset, eval_run in cell.eval_runs:
             backbone = (str(outputs_dir() / cell.train_run / grid.model_folder) if cell.train_run else cell.backbone)
+            debias = {"debias": ",".join(grid.debias)} if len(grid.debias) > 1 else {}
             jobs.append(Job("evaluate", NOTEBOOKS["evaluate"], eval_run,
                             {"backbone": backbone, "dataset": dataset, "candidate_context": cell.candidate_context,
-                             **grid.evaluate}, cell, dataset, needs=(cell.train_run,) if cell.train_run else ()))
+                             **grid.evaluate, **debias}, cell, dataset, needs=(cell.train_run,) if cell.train_run else ()))
             jobs.append(Job("bias", NOTEBOOKS["bias"], bias_run_name(eval_run), {"runs": eval_run, **grid.bias},
                             cell, dataset, needs=(eval_run,)))
     jobs += comparison_jobs(grid)
@@ -364,7 +401,8 @@ def comparison_jobs(grid: Grid) -> list[Job]:
         zero_shot = {d: r for c in cells if c.backbone == backbone and not c.train_run
                      and c.candidate_context == grid.candidate_context for d, r in c.eval_runs}
         for mixture in grid.train_datasets:
-            trained = [c for c in cells if c.backbone == backbone and c.train_sources == mixture["train"]]
+            trained = [c for c in cells if c.backbone == backbone and c.train_sources == mixture["train"]
+                       and c.method == "sampler"]
             for dataset in mixture["evaluate"]:
                 runs, systems = [zero_shot[dataset]] if dataset in zero_shot else [], set()
                 for cell in sorted(trained, key=lambda c: c.seed):    # each system's first seed
@@ -389,14 +427,21 @@ def _grid_reference(grid: Grid) -> str:
 
 
 def cell_table(grid: Grid) -> pd.DataFrame:
-    """One row per (cell, evaluation dataset): the configuration and its run names."""
+    """One row per (cell, evaluation dataset, debias variant): the configuration and its run names.
+
+    ``base_system`` is the system before debiasing (``system`` adds `` + <variant>``), ``method``
+    sampler | wise-ft | soup; a variant's bias run is the evaluation's (05_bias runs on ``none``).
+    """
     rows = []
     for cell in expand_cells(grid):
         for dataset, eval_run in cell.eval_runs:
-            rows.append({"backbone": cell.backbone, "system": cell.system, "sampler": cell.sampler,
-                         "alpha": cell.alpha, "seed": cell.seed, "train_sources": cell.train_sources,
-                         "dataset": dataset, "train_run": cell.train_run, "eval_run": eval_run,
-                         "bias_run": bias_run_name(eval_run)})
+            for variant in grid.debias:
+                rows.append({"backbone": cell.backbone, "system": debias_system_name(cell.system, variant),
+                             "sampler": cell.sampler, "alpha": cell.alpha, "seed": cell.seed,
+                             "train_sources": cell.train_sources, "dataset": dataset, "train_run": cell.train_run,
+                             "eval_run": debias_run_name(eval_run, variant), "bias_run": bias_run_name(eval_run)
+                             if variant == "none" else None, "base_system": cell.system, "method": cell.method,
+                             "debias": variant, "transductive": variant.endswith("-transductive")})
     return pd.DataFrame(rows)
 
 
@@ -409,7 +454,8 @@ def check_notebook_parameters(grid: Grid, notebooks_dir: Path | None = None) -> 
     notebooks_dir = notebooks_dir or NOTEBOOKS_DIR
     expected: dict[str, set[str]] = {}
     for job in plan_jobs(grid):
-        expected.setdefault(job.notebook, set()).update(job.parameters)
+        if job.kind != "merge":
+            expected.setdefault(job.notebook, set()).update(job.parameters)
     for notebook, names in expected.items():
         path = notebooks_dir / notebook
         if not path.is_file():
@@ -434,6 +480,8 @@ def parameter_conflicts(job: Job) -> dict[str, tuple[Any, Any]]:
     recorded = executed_parameters(job.run, job.notebook)
     if recorded is None:
         return {}
+    if job.kind == "evaluate" and "debias" in job.parameters:
+        recorded.setdefault("debias", "none")       # made before debias existed: it has no variant runs
     return {k: (v, recorded[k]) for k, v in job.parameters.items()
             if k in recorded and not _same(k, v, recorded[k])}
 
@@ -451,7 +499,7 @@ def check_complete_runs(grid: Grid, jobs: Sequence[Job]) -> None:
 
 
 def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = False,
-             execute: Callable | None = None, kinds: Sequence[str] = ("train", "evaluate", "bias", "report"),
+             execute: Callable | None = None, kinds: Sequence[str] = ("train", "merge", "evaluate", "bias", "report"),
              check_parameters: bool = True, workers: int = 1, devices: Sequence[str] | None = None) -> pd.DataFrame:
     """Execute the grid's jobs (complete ones are skipped) and return the job table.
 
@@ -465,8 +513,14 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
     if workers < 1:
         raise GridError(f"workers={workers}: expected 1 or more")
     execute = execute or execute_subprocess
+    notebook_execute = execute
+
+    def execute(notebook, run, parameters, force=False, env=None):    # merge jobs are modules, not notebooks
+        if notebook == MERGE_JOB:
+            return build_weight_system(run, parameters, force=force)
+        return notebook_execute(notebook, run, parameters, force=force, env=env)
     jobs = [job for job in plan_jobs(grid) if job.kind in kinds]
-    if check_parameters and execute is execute_subprocess:
+    if check_parameters and notebook_execute is execute_subprocess:
         check_notebook_parameters(grid)
     if not force:
         check_complete_runs(grid, jobs)
@@ -493,6 +547,8 @@ def estimate_seconds(grid: Grid) -> pd.DataFrame:
     for job in plan_jobs(grid):
         if job.kind == "train":
             seconds = per_step * float(job.parameters.get("steps", 0)) + float(estimate.get("train_overhead_s", 0))
+        elif job.kind == "merge":
+            seconds = float(estimate.get("merge_s", 0))
         elif job.kind == "evaluate":
             seconds = 60 * float((estimate.get("evaluation_minutes") or {}).get(job.dataset, 0))
         else:
@@ -515,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="re-run complete runs too")
     parser.add_argument("--keep-going", action="store_true", help="continue after a failed job")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
-    parser.add_argument("--only", default="train,evaluate,bias,report",
+    parser.add_argument("--only", default="train,merge,evaluate,bias,report",
                         help="comma-separated job kinds to run (default: all)")
     parser.add_argument("--workers", type=int, default=1,
                         help="jobs at once, each in its own process: one per GPU, or a share of the CPU cores")

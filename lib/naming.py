@@ -9,7 +9,12 @@ training step (:mod:`lib.train`), the grid (:mod:`lib.grid`) and the report all 
 * evaluation   ``eval-<training run>-<dataset>[-paragraph]``;
   zero-shot    ``zeroshot-<backbone>-<dataset>-<candidate context>``;
 * bias         ``bias-<evaluation run>``; the samplers side by side:
-  ``bias-<grid>-<backbone>-<sources>-<dataset>[-<tag>]``.
+  ``bias-<grid>-<backbone>-<sources>-<dataset>[-<tag>]``;
+* debiased     ``<evaluation run>-<variant>`` (``lib.debias``: ``...-xquad-r-center-pool``), written
+  by the same 04_evaluate execution from the same embeddings; variant ``none`` is the run itself;
+* weight space ``wise-l<lambda>-<training run>`` (WiSE-FT of one trained model) and
+  ``soup-<backbone>-<sampler>+<sampler>-<sources>-s<seed>[-<tag>]`` (uniform soup), each then
+  evaluated as ``eval-<that run>-<dataset>``.
 """
 
 from __future__ import annotations
@@ -54,3 +59,38 @@ def bias_run_name(eval_run: str) -> str:
 def comparison_run_name(grid_name: str, backbone: str, sources: str, dataset: str, tag: str = "") -> str:
     """``bias-<grid>-<backbone>-<sources>-<dataset>[-<tag>]``: one 05_bias run comparing the samplers."""
     return f"bias-{grid_name}-{backbone}-{sources.replace(',', '+')}-{dataset}" + (f"-{tag}" if tag else "")
+
+
+def debias_run_name(eval_run: str, variant: str) -> str:
+    """``<evaluation run>-<variant>``; variant ``none`` (no debiasing) is the evaluation run itself."""
+    return eval_run if variant in ("", "none") else f"{eval_run}-{variant}"
+
+
+def debias_system_name(system: str, variant: str) -> str:
+    """``mono + center-pool``; ``none`` leaves the system's name as it is; a transductive variant
+    (statistics from the test queries) is labelled ``(upper bound)``."""
+    if variant in ("", "none"):
+        return system
+    return f"{system} + {variant}" + (" (upper bound)" if variant.endswith("-transductive") else "")
+
+
+def wise_ft_run_name(train_run: str, lam: float) -> str:
+    """``wise-l0.5-train-me5-small-q4-mono-mlqa-r-s0``: WiSE-FT of one training run."""
+    return f"wise-l{alpha_text(lam)}-{train_run}"
+
+
+def wise_ft_system_name(system: str, lam: float) -> str:
+    """``mono WiSE-FT 0.5``: a trained system interpolated towards the zero-shot backbone."""
+    return f"{system} WiSE-FT {alpha_text(lam)}"
+
+
+def soup_run_name(backbone: str, samplers, sources: str, seed: int, tag: str = "") -> str:
+    """``soup-me5-small-q4-mono+cross-mlqa-r-s0``: the uniform soup of the samplers' models of one seed."""
+    parts = ["soup", backbone, "+".join(samplers), "+".join(s.strip() for s in sources.split(",") if s.strip()),
+             f"s{seed}"]
+    return "-".join(parts + ([tag] if tag else []))
+
+
+def soup_system_name(samplers) -> str:
+    """``soup mono+cross``."""
+    return "soup " + "+".join(samplers)

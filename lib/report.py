@@ -34,6 +34,7 @@ from lib.io import outputs_dir, run_dir, save_figure, write_json, write_provenan
 from lib.parameters import param, parse_command_line
 from lib.retrieval import SETTINGS
 from lib.significance import holm, mean_over_seeds, pairwise_comparisons
+from lib.systems_report import EXTENDED_TITLE, extended_comparisons, extended_sentences, tradeoff_figure
 
 # the paper's model names for our registry backbones (lib/reference/paper_2408.10536.csv)
 PAPER_MODELS = {"xlmr-base": "xlmr", "labse": "labse"}
@@ -153,6 +154,11 @@ class Report:
     tables: dict[str, pd.DataFrame]           # title -> formatted table
     significance: pd.DataFrame                # significance_table(results)
     missing: list[str] = field(default_factory=list)
+    extended: pd.DataFrame = field(default_factory=pd.DataFrame)   # lib.systems_report.extended_comparisons
+
+    def extended_question(self) -> tuple[pd.DataFrame, list[str]]:
+        """The seed-aware comparisons of hybrid with the cheap alternatives and their sentences."""
+        return self.extended, extended_sentences(self.extended)
 
     def status(self) -> str:
         """``grid g: 4 evaluation run(s) complete, 1 missing`` and the missing runs' names."""
@@ -175,7 +181,7 @@ class Report:
 
     def paper_tables(self) -> dict[str, pd.DataFrame]:
         """The paper-style tables by title, without the research question's (see research_question)."""
-        return {title: table for title, table in self.tables.items() if title != VERDICT_TITLE}
+        return {title: table for title, table in self.tables.items() if title not in (VERDICT_TITLE, EXTENDED_TITLE)}
 
     def significance_overview(self, digits: int = 4) -> pd.DataFrame:
         """The paired tests with the columns a reader compares (empty: fewer than two systems to compare)."""
@@ -270,7 +276,8 @@ def verdict_sentences(verdict: pd.DataFrame, level: float = 0.05) -> list[str]:
         better = maps[maps.verdict == "better"]
         where = f"{backbone} trained on {sources}, evaluated on {dataset}: {hybrid}"
         if worse.empty:
-            text = f"{where} matches or beats the better of mono and cross on mAP in every setting"
+            text = (f"{where} is not significantly worse than the better of mono and cross on mAP in any setting "
+                    "(not a claim of equality: see the equivalence tests of the extended question)")
         else:
             text = f"{where} is significantly worse than the better of mono and cross on " + ", ".join(
                 f"{r.metric} ({r['better of mono/cross']}, delta {r.delta:+.3f}, p_holm {r.p_holm:.2g})"
@@ -328,17 +335,28 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
     lareqa = load_reference("lareqa")
     tables["LAReQA mBERT baselines (multi mAP, context only)"] = lareqa.pivot_table(
         index="sampler", columns="dataset", values="value")
-    significance = [significance_table(results, metric=m, resamples=resamples, seed=seed,
+    # the samplers' pairwise tests (seeds averaged): the paper's systems only, not debiased or merged ones
+    samplers_only = results
+    if "debias" in results:
+        samplers_only = results[results.debias.fillna("none").eq("none")
+                                & results.get("method", pd.Series("sampler", index=results.index)).fillna("sampler")
+                                .isin(["sampler"])]
+    significance = [significance_table(samplers_only, metric=m, resamples=resamples, seed=seed,
                                        settings=SETTINGS_OF.get(m, SETTINGS)) for m in significance_metrics]
     significance = pd.concat([t for t in significance if len(t)], ignore_index=True) if any(
         len(t) for t in significance) else pd.DataFrame()
     if len(significance):
         significance["p_holm"] = holm(significance.p_value.to_numpy())
-        verdict = hybrid_verdict(summary, significance)
+        paper_systems = summary.index.get_level_values("system").isin(set(samplers_only.system))
+        verdict = hybrid_verdict(summary[paper_systems], significance)
         if len(verdict):
             tables = {VERDICT_TITLE: verdict, **tables}
+    extended = extended_comparisons(results, resamples=resamples, seed=seed)
+    if len(extended):
+        tables = {EXTENDED_TITLE: extended[["question", "dataset", "setting", "metric", "a", "b", "delta", "ci_low",
+                                            "ci_high", "p_holm", "p_holm_floor", "p_equivalence", "verdict"]], **tables}
     missing = results.loc[results.status == "missing", "eval_run"].tolist()
-    return Report(grid.name if grid else "-", results, summary, tables, significance, missing)
+    return Report(grid.name if grid else "-", results, summary, tables, significance, missing, extended)
 
 
 def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -375,6 +393,8 @@ def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] |
     write_text(run_path / "significance.csv", significance.to_csv(index=False))
     if VERDICT_TITLE in report.tables:
         write_text(run_path / "verdict.csv", report.tables[VERDICT_TITLE].to_csv(index=False))
+    if len(report.extended):
+        write_text(run_path / "extended.csv", report.extended.to_csv(index=False))
     names = []
     for name, figure in (figures or {}).items():
         save_figure(figure, run_path / f"{name}.png")
@@ -391,6 +411,18 @@ def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] |
             lines += ["delta = hybrid - the better of mono and cross (by mean over seeds); p_holm and effect size "
                       "(Cohen's d_z, positive = hybrid higher) from the paired tests below.", ""]
             lines += [f"- {sentence}" for sentence in verdict_sentences(table)] + [""]
+        if title == EXTENDED_TITLE:
+            extended = report.extended
+            lines += [f"Each system: its runs over seeds ({int(extended.seeds_a.min())} to {int(extended.seeds_a.max())} "
+                      "for A). delta = A - B of the macro metric, 95% hierarchical-bootstrap interval (seeds, then "
+                      "question ids); p_holm: Holm over all "
+                      f"{len(extended)} tests, floor {extended.p_holm_floor.min():.2g} (bootstrap resolution "
+                      f"{extended.p_floor.min():.2g} per test; the exact seed-permutation p-values in extended.csv "
+                      f"cannot go below {extended.p_seed_permutation_floor.min():.2g}). Verdicts: better/worse at "
+                      "p_holm < 0.05; `equivalent within ±margin` only where TOST shows it (margins: 0.005 mAP, 1% "
+                      "of the better rank distance; TOST at 0.05, not Holm-adjusted); otherwise `inconclusive`. "
+                      "Transductive variants (upper bounds) are in the tables and the figure only.", ""]
+            lines += [f"- {sentence}" for sentence in extended_sentences(extended)] + [""]
     lines += ["## Paired significance (per-query AP and rank distance, clustered by question id)", "",
               "delta = A - B of the macro metric; 95% bootstrap interval; two-sided sign-flip permutation "
               "p-value; p_holm: Holm-adjusted over every row; effect size: Cohen's d_z over question ids "
@@ -466,9 +498,15 @@ def report_figures(report: Report) -> dict[str, Any]:
     if len(report.significance):
         figures["significance"] = significance_figure(report.significance)
     if len(report.results) and (report.results.status == "complete").any():
-        figures["map_per_sampler"] = metric_figure(report.results)
-        figures["rank_distance_per_sampler"] = metric_figure(report.results, ["multi rank_distance"], ylim=None,
+        plain = report.results                 # the bars: systems without debiasing (the trade-off figure has all)
+        if "debias" in plain:
+            plain = plain[plain.debias.fillna("none").eq("none")]
+        figures["map_per_sampler"] = metric_figure(plain)
+        figures["rank_distance_per_sampler"] = metric_figure(plain, ["multi rank_distance"], ylim=None,
                                                              title="rank distance per sampler (lower: less biased)")
+        tradeoff = tradeoff_figure(report.results)
+        if tradeoff is not None:
+            figures["tradeoff"] = tradeoff
     return figures
 
 

@@ -29,7 +29,9 @@ class Evaluation:
     evaluator style), tables per language and per pair, per-query ranks, and timings.
     ``tables`` holds further per-run tables, written as parquet under their file name (LAReQA:
     ``lib.bias``'s neighbours and alignment of every multilingual query). ``run_files``: TREC
-    run files and qrels per setting (``lib.run_files``), written under ``trec/``."""
+    run files and qrels per setting (``lib.run_files``), written under ``trec/``. ``variants``: the
+    same evaluation after each ``lib.debias`` method (by name), each written to its own run folder;
+    ``debias``: how this one was debiased (empty: not at all)."""
 
     summary: dict[str, float]
     per_language: pd.DataFrame
@@ -39,6 +41,8 @@ class Evaluation:
     timings: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     run_files: list[TrecRun] = field(default_factory=list)
+    variants: dict[str, "Evaluation"] = field(default_factory=dict)
+    debias: dict[str, Any] = field(default_factory=dict)
 
 
 def _records(frame: pd.DataFrame | None):
@@ -48,8 +52,18 @@ def _records(frame: pd.DataFrame | None):
 def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[str, Any]) -> Path:
     """``config.json``, ``versions.json``, per-query tables, TREC run files and, last, ``metrics.json``
     in a run folder (the run counts as complete only once its runner writes ``COMPLETE.json``,
-    lib.completion)."""
+    lib.completion).
+
+    Each debiasing variant goes first to its own folder beside it, ``config["debias_runs"][name]``,
+    with the same files and ``debias`` / ``debias_of`` in its config, so the run's own files, and
+    its completion marker after them, come after every variant's.
+    """
     run_path = Path(run_path)
+    for name, variant in evaluation.variants.items():
+        variant_run = config["debias_runs"][name]
+        write_evaluation(run_path.parent / variant_run, variant, {
+            **{k: v for k, v in config.items() if k not in ("debias", "debias_runs")},
+            "run": variant_run, "debias": variant.debias, "debias_of": config.get("run", run_path.name)})
     write_provenance(run_path, config)
     write_run_files(run_path, evaluation.run_files)
     frames = {"ranks.parquet": evaluation.ranks, "per_query.parquet": evaluation.per_query, **evaluation.tables}
@@ -71,7 +85,8 @@ def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[
 @dataclass(frozen=True)
 class EvaluationRequest:
     """The settings of one ``run_evaluation`` call that an evaluator may use (each ignores what
-    does not apply to its dataset: Tatoeba has no candidate context, LAReQA no index)."""
+    does not apply to its dataset: Tatoeba has no candidate context, LAReQA no index; only
+    LAReQA debiases)."""
 
     dataset: str
     candidate_context: str = "sentence"   # LAReQA: sentence | paragraph
@@ -80,6 +95,7 @@ class EvaluationRequest:
     languages: list[str] | None = None    # None = every language of the dataset
     data_dir: str | None = None
     index: str = "flat"                   # MIRACL: flat | ivf | hnsw | ivfpq
+    debias: str = "none"                  # LAReQA: comma-separated lib.debias variants, "none" first
 
 
 # evaluate(model, request) -> (evaluation, the dataset's entries of config.json in order, "index" among them)
