@@ -17,6 +17,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("retrieval", ("retrieval", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),
     ("evaluation", ("results", "tatoeba", "miracl", "evaluate")),
-    ("orchestration", ("notebooks", "scheduler", "grid")),
+    ("orchestration", ("notebooks", "scheduler", "downloads", "grid")),
     ("report", ("gather", "report")),
 )
