@@ -34,7 +34,9 @@ def download_table(backbones: Sequence[str], train_sources: Sequence[str], eval_
     models = []
     for name in dict.fromkeys([*train_sources, *(d for d in eval_datasets if d in available_sources())]):
         source = get_source(name)
-        rows.append({"kind": "source", "name": name,
+        name_shown = f"{name} (UNPINNED: set revision in params/sources/{name}.yaml)" if (
+            source.kind == "hub-qa" and not source.revision) else name
+        rows.append({"kind": "source", "name": name_shown,
                      "gb": source.download_gb if source.download_gb is not None else float("nan")})
         if source.kind == "hub-qa" and source.translate_to:
             models.append(translation_model or source.translation_model)

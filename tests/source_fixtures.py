@@ -1,7 +1,7 @@
 """Fixture mirrors of the paper's training sources, generated in their real formats (never committed):
 ``HBT_SOURCES_DIR`` pointed at the folder makes ``lib.sources`` read them instead of the hub.
 
-    write_source_mirror(tmp_path / "mirror")      # mmarco (seven languages) and wikiqa
+    write_source_mirror(tmp_path / "mirror")      # mmarco (seven languages), wikiqa, natural-questions
     python -m tests.source_fixtures /tmp/mirror   # the same, for a run by hand
 """
 
@@ -57,10 +57,23 @@ def write_wikiqa_mirror(root: Path, questions: int = 3) -> None:
     wikiqa_rows(questions).to_parquet(path)
 
 
-def write_source_mirror(root: Path, mmarco_queries: int = 24, wikiqa_questions: int = 16) -> Path:
+def write_natural_questions_mirror(root: Path, questions: int = 3) -> None:
+    """sentence-transformers/natural-questions "pair": one row per question, columns query and answer."""
+    source = get_source("natural-questions")
+    rows = pd.DataFrame({"query": [f"when did the {TOPICS[n % len(TOPICS)]} {n} begin" for n in range(questions)],
+                         "answer": [f"The {TOPICS[n % len(TOPICS)]} {n} began in year {1900 + n}."
+                                    for n in range(questions)]})
+    path = Path(root) / source.hub_id / source.files[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(path)
+
+
+def write_source_mirror(root: Path, mmarco_queries: int = 24, wikiqa_questions: int = 16,
+                        nq_questions: int = 16) -> Path:
     """A mirror holding every hub source the paper grids train on (fixture rows)."""
     write_mmarco_mirror(root, get_source("mmarco").languages, mmarco_queries)
     write_wikiqa_mirror(root, wikiqa_questions)
+    write_natural_questions_mirror(root, nq_questions)
     return Path(root)
 
 
