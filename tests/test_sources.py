@@ -104,3 +104,26 @@ def test_pair_source_natural_questions_uses_row_numbers_as_ids(tmp_path, monkeyp
     assert [g.qid for g in groups] == ["natural-questions:0", "natural-questions:1"]   # the blank query dropped
     assert groups[1].positives["en"] == "Hamlet is a tragedy by William Shakespeare."
     assert groups[1].queries["tr"] == "[tr] who wrote hamlet" and groups[1].negatives == {}
+
+
+def test_yahoo_answers_qa_rows_one_group_per_question_without_negatives(tmp_path, monkeypatch):
+    """yahoo_answers_qa's rows: id, question, answer (best), nbestanswers (list), main_category."""
+    source = get_source("yahoo-answers-qa")
+    rows = pd.DataFrame({"id": ["3976", "1208"],
+                         "question": ["how can i keep my dog from chewing shoes?", "why is the sky blue?"],
+                         "answer": ["Give him chew toys and praise him when he uses them.",
+                                    "Air scatters blue light more than red light."],
+                         "nbestanswers": [["Give him chew toys and praise him when he uses them.", "Hide the shoes."],
+                                          ["Air scatters blue light more than red light."]],
+                         "main_category": ["Pets", "Science & Mathematics"]})
+    mirror = tmp_path / "mirror" / source.hub_id / source.files[0]
+    mirror.parent.mkdir(parents=True)
+    rows.to_parquet(mirror)
+    monkeypatch.setenv("HBT_SOURCES_DIR", str(tmp_path / "mirror"))
+    groups = load_source_groups("yahoo-answers-qa", translator=fake_translator)
+    assert [g.qid for g in groups] == ["yahoo-answers-qa:3976", "yahoo-answers-qa:1208"]
+    assert groups[0].positives["en"] == "Give him chew toys and praise him when he uses them."
+    assert groups[0].negatives == {} and groups[0].queries["ar"] == "[ar] how can i keep my dog from chewing shoes?"
+    monkeypatch.delenv("HBT_SOURCES_DIR")
+    with pytest.raises(DataError, match="no pinned revision"):
+        load_source_groups("yahoo-answers-qa", translator=fake_translator)
