@@ -2,7 +2,7 @@
 ``HBT_SOURCES_DIR`` pointed at the folder makes ``lib.sources`` read them instead of the hub.
 
     write_source_mirror(tmp_path / "mirror")      # mmarco (seven languages), wikiqa, natural-questions
-    python -m tests.source_fixtures /tmp/mirror   # the same, for a run by hand
+    python -m tests.source_fixtures outputs/mirror   # the same, for a run by hand
 """
 
 from __future__ import annotations
