@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lib.bias import run_label
-from lib.data import lareqa_languages
+from lib.sources import source_languages
 from lib.grid import ZERO_SHOT, Grid, cell_table
 from lib.io import outputs_dir, read_json
 from lib.naming import bias_run_name, debias_system_name, system_name
@@ -101,9 +101,9 @@ LANGUAGE_SPLIT_METRICS = ["mono map seen", "mono map unseen", "cross map seen", 
 
 
 def training_languages(sources: str) -> list[str]:
-    """The languages of a training mixture (comma-separated LAReQA datasets), e.g. mlqa-r -> 7."""
+    """The languages of a training mixture (comma-separated registered sources), e.g. mlqa-r -> 7."""
     return sorted({lang for source in str(sources).split(",") if source.strip()
-                   for lang in lareqa_languages(source.strip())})
+                   for lang in source_languages(source.strip())})
 
 
 def language_split(per_pair: pd.DataFrame, seen: Sequence[str], metric: str = "map") -> dict[str, float]:

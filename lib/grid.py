@@ -64,6 +64,7 @@ import yaml
 from lib.backbones import BackboneError, available_backbones
 from lib.cli import run_cli
 from lib.data import CANDIDATE_CONTEXTS
+from lib.downloads import download_table
 from lib.evaluate import LAREQA_DATASETS
 from lib.grid_systems import MERGE_JOB, GridSystemsError, check_weight_space, debias_variants, weight_systems
 from lib.io import PROJECT_ROOT, outputs_dir, run_dir, write_json, write_text
@@ -585,6 +586,12 @@ def main(argv: list[str] | None = None) -> None:
             print(table.to_string(index=False))
         print(f"{len(table)} jobs, {len(expand_cells(grid))} cells; estimate {table.estimate_s.sum() / 3600:.2f} h "
               f"in all, {table.remaining_s.sum() / 3600:.2f} h remaining")
+        sources = [s for mixture in grid.train_datasets for s in mixture["train"].split(",")]
+        downloads = download_table(grid.backbones, sources, grid.eval_datasets, grid.train.get("translation_model"))
+        if len(downloads):
+            print(downloads.to_string(index=False, na_rep="unknown"))
+            print(f"downloads: {downloads.gb.sum():.1f} GB declared"
+                  + (f", {int(downloads.gb.isna().sum())} of unknown size" if downloads.gb.isna().any() else ""))
         return
     devices = [d for d in args.devices.split(",") if d] if args.devices is not None else None
     run_grid(grid, force=args.force, keep_going=args.keep_going, kinds=tuple(args.only.split(",")),

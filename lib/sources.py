@@ -11,8 +11,8 @@ kind       what the YAML says, and what the loader does
 ``mmarco``  ``languages``, ``max_queries`` -> ``lib.training_data.load_mmarco_groups`` at its pinned
             revision (offline: ``HBT_SOURCES_DIR/unicamp-dl/mmarco/`` with the repo's layout)
 ``hub-qa``  an English QA set on the hub: ``hub_id``, ``revision`` (a commit, required), ``files``
-            and ``format`` (parquet | jsonl | tsv), ``columns`` (qid, query, positive: the set's own
-            column names), ``positive_when`` / ``negative_when`` (column -> value filters; the
+            and ``format`` (parquet | jsonl | tsv), ``columns`` (query, positive and optional qid: the
+            set's own column names; no qid: one question per row), ``positive_when`` / ``negative_when`` (column -> value filters; the
             negatives are other rows of the same question), ``translate_to`` and
             ``translation_model`` -> ``lib.translation.translate_groups`` (NLLB by default; cached
             and resumable, batched, on the GPU when there is one). Offline:
@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import yaml
 
-from lib.data import DataError, ParallelGroup
+from lib.data import DataError, ParallelGroup, lareqa_languages
 from lib.io import PROJECT_ROOT, cache_dir
 from lib.training_data import lareqa_groups, load_mmarco_groups
 from lib.translation import DEFAULT_MT_MODEL, translate_groups
@@ -65,6 +65,7 @@ class TrainingSource:
     negative_when: dict[str, Any] = field(default_factory=dict)
     translate_to: list[str] = field(default_factory=list)
     translation_model: str = DEFAULT_MT_MODEL
+    download_gb: float | None = None                 # what a first run downloads (None: not known)
 
 
 def available_sources() -> list[str]:
@@ -86,11 +87,22 @@ def get_source(name: str) -> TrainingSource:
     if source.kind not in KINDS:
         raise DataError(f"{path}: kind {source.kind!r}: expected one of {KINDS}")
     if source.kind == "hub-qa":
-        missing = [key for key in ("qid", "query", "positive") if key not in source.columns]
+        missing = [key for key in ("query", "positive") if key not in source.columns]
         if missing or source.format not in FORMATS or not source.files or not source.hub_id:
             raise DataError(f"{path}: a hub-qa source needs hub_id, files, format in {FORMATS} and columns "
-                            f"for qid, query and positive (missing: {missing})")
+                            f"for query and positive, qid optional (missing: {missing})")
     return source
+
+
+def source_languages(name: str) -> list[str]:
+    """The languages a registered source trains on: a LAReQA set's, mMARCO's ``languages``, or
+    English plus ``translate_to`` for a hub-qa set."""
+    source = get_source(name)
+    if source.kind == "lareqa":
+        return list(lareqa_languages(source.dataset))
+    if source.kind == "mmarco":
+        return list(source.languages)
+    return ["en", *source.translate_to]
 
 
 def sources_dir() -> Path | None:
@@ -139,11 +151,14 @@ def _matching(rows: pd.DataFrame, conditions: dict[str, Any]) -> pd.Series:
 
 
 def qa_groups(source: TrainingSource, rows: pd.DataFrame, max_negatives: int = 3) -> list[ParallelGroup]:
-    """English groups of a QA table: per question (``columns["qid"]``), its query, its first row
+    """English groups of a QA table: per question (``columns["qid"]``; without one, the row number), its query, its first row
     matching ``positive_when`` as positive, and up to ``max_negatives`` distinct rows matching
     ``negative_when`` as hard negatives; questions without a positive are dropped. ``qid`` is
     ``<source>:<id>``; at most ``max_queries`` questions, in order of first appearance."""
-    columns = source.columns
+    columns = dict(source.columns)
+    if "qid" not in columns:  # a pair set (one row per question): its row number is the id
+        rows = rows.assign(row_number=range(len(rows)))
+        columns["qid"] = "row_number"
     absent = sorted({*columns.values(), *source.positive_when, *source.negative_when} - set(rows.columns))
     if absent:
         raise DataError(f"training source {source.name!r}: columns {absent} are not in its rows "
@@ -167,9 +182,11 @@ def qa_groups(source: TrainingSource, rows: pd.DataFrame, max_negatives: int = 3
 
 def load_source_groups(name: str, candidate_context: str = "sentence", max_negatives: int = 3,
                        data_dir: str | os.PathLike | None = None,
-                       translator: Callable[[Sequence[str], str, str], list[str]] | None = None) -> list[ParallelGroup]:
+                       translator: Callable[[Sequence[str], str, str], list[str]] | None = None,
+                       translation_model: str | None = None) -> list[ParallelGroup]:
     """The groups of the registered source ``name`` (``data_dir``: the LAReQA folder, for lareqa
-    sources; ``translator``: replaces the source's translation model, e.g. in tests)."""
+    sources; ``translation_model``: replaces the source's own, e.g. ``tiny-mt`` offline;
+    ``translator``: replaces the model by a callable, e.g. in tests)."""
     source = get_source(name)
     if source.kind == "lareqa":
         return lareqa_groups(source.dataset, candidate_context=candidate_context, max_negatives=max_negatives,
@@ -184,4 +201,5 @@ def load_source_groups(name: str, candidate_context: str = "sentence", max_negat
     groups = qa_groups(source, rows, max_negatives)
     if not source.translate_to:
         return groups
-    return translate_groups(groups, source.translate_to, model_name=source.translation_model, translator=translator)
+    return translate_groups(groups, source.translate_to, model_name=translation_model or source.translation_model,
+                            translator=translator)

@@ -69,6 +69,8 @@ class TrainConfig:
     freeze_embeddings: bool | str = _param("auto", "freeze the word-embedding table: true | false | auto (CPU only)")
     train_sources: str = _param("mlqa-r", "comma-separated training sources (params/sources/*.yaml: mlqa-r, "
                                 "xquad-r, mmarco, ...); a batch's source drawn by size", section="data")
+    translation_model: str = _param("", "machine translation of hub-qa sources; empty: each source's own (NLLB); "
+                                    "tiny-mt: random, offline (smoke)")
     languages: str = _param("", "comma-separated training languages; empty: all")
     candidate_context: str = _param("sentence", "positives as sentences, or sentence + paragraph")
     max_negatives: int = _param(3, "hard negatives kept per group and language")

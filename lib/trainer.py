@@ -159,7 +159,8 @@ def load_training_groups(config):
     groups = []
     for source in config.source_list():
         groups += load_source_groups(source, candidate_context=config.candidate_context,
-                                     max_negatives=config.max_negatives, data_dir=config.data_dir or None)
+                                     max_negatives=config.max_negatives, data_dir=config.data_dir or None,
+                                     translation_model=config.translation_model or None)
     if not groups:
         raise TrainError(f"train_sources {config.train_sources!r} gave no training groups; name registered "
                          "sources (params/sources/*.yaml), e.g. 'mlqa-r' or 'mlqa-r,xquad-r'")

@@ -17,13 +17,15 @@ from typing import Callable, Sequence
 from tqdm.auto import tqdm
 
 from lib.data import ParallelGroup
-from lib.io import cache_dir as default_cache_dir
+from lib.io import atomic_path, cache_dir as default_cache_dir
 
 
 DEFAULT_MT_MODEL = "facebook/nllb-200-distilled-600M"
 # Hub commits of translation models, loaded and part of the translation cache key (a public pin of
 # the repository names it; not checked against the hub from here). Another model: add it here.
 MT_REVISIONS = {DEFAULT_MT_MODEL: "f8d333a098d19b4fd9a8b18f94170487ad3f821d"}
+# What loading a translation model downloads (GB; the hub's file listing, float32 weights + tokenizer).
+MT_DOWNLOAD_GB = {DEFAULT_MT_MODEL: 2.5}
 
 # ISO 639-1 -> FLORES-200 codes (NLLB's language tokens).
 NLLB_CODES = {
@@ -41,6 +43,12 @@ NLLB_CODES = {
     "zu": "zul_Latn",
 }
 TRANSLATION_FAMILIES = ("nllb", "m2m100")
+# A randomly initialised NLLB-shaped model for offline tests and smoke grids (like the ``tiny``
+# backbone): its "translations" are random words after the target's language code, never empty.
+TINY_MT_MODEL = "tiny-mt"
+TINY_MT_WORDS = ("the a of to in is was for on with by at from as that this which who where when what how "
+                 "question answer city river year name people water film book war king team music song "
+                 "language country world history school house").split()
 
 
 def translation_codes(lang: str, family: str) -> tuple[str, str]:
@@ -57,6 +65,38 @@ def translation_codes(lang: str, family: str) -> tuple[str, str]:
     if family == "m2m100":
         return lang, f"__{lang}__"
     raise ValueError(f"translation family {family!r}: expected one of {TRANSLATION_FAMILIES}")
+
+
+def tiny_translation_dir(seed: int = 0) -> Path:
+    """Folder of ``tiny-mt``: an M2M-100/NLLB-shaped seq2seq model (one layer, d_model 16, random
+    weights from ``seed``) with a word-level tokenizer over ``TINY_MT_WORDS`` plus the FLORES-200
+    codes of ``NLLB_CODES`` as ordinary tokens, so that the forced target code starts every output.
+    Built once into the cache; nothing is downloaded."""
+    target = default_cache_dir() / "translation-models" / f"tiny-mt-seed{seed}"
+    if (target / "model.safetensors").is_file():
+        return target
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    vocab = {token: index for index, token in enumerate([*specials, *TINY_MT_WORDS, *sorted(NLLB_CODES.values())])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
+                                        bos_token="<s>", eos_token="</s>")
+    config = M2M100Config(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
+                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                          decoder_ffn_dim=32, max_position_embeddings=64, pad_token_id=0, bos_token_id=2,
+                          eos_token_id=3, decoder_start_token_id=3, init_std=1.0)  # inputs change outputs
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = M2M100ForConditionalGeneration(config)
+    torch.random.set_rng_state(generator_state)
+    with atomic_path(target) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return target
 
 
 def _detect_family(tokenizer) -> str:
@@ -85,6 +125,9 @@ class Seq2SeqTranslator:
 
         self.name = str(model_name)
         self.revision = revision or MT_REVISIONS.get(self.name)
+        if self.name == TINY_MT_MODEL:
+            model_name, family = tiny_translation_dir(), family or "nllb"
+            max_new_tokens = min(max_new_tokens, 8)   # random weights rarely stop by themselves
         # torch's accelerator (cuda, mps, ...) when there is one: the device lib.backbones would pick
         accelerator = torch.accelerator.current_accelerator()
         self.device = device or (accelerator.type if accelerator is not None else "cpu")

@@ -1,5 +1,7 @@
 """Feasibility of params/grid-paper.yaml: every training cell's data, samplers and validation build at
-the grid's batch size (100) on the real LAReQA files, and two steps of it train with the tiny backbone.
+the grid's batch size (100), and two steps of it train with the tiny backbone: on the real LAReQA files
+for the LAReQA mixtures, on generated fixture mirrors of mMARCO, WikiQA and Natural Questions (tests/source_fixtures.py,
+their real formats, translated by tiny-mt) for the paper's mix.
 
 The premise: MLQA-R's held-out ids per language are fewer than 100 for some languages, which made a
 validation sampler at the training batch size fail before ``validation_batch_size`` existed."""
@@ -16,6 +18,7 @@ from lib.grid import load_grid, plan_jobs
 from lib.io import read_json
 from lib.train import TrainConfig, train
 from lib.trainer import load_training_groups
+from tests.source_fixtures import write_source_mirror
 
 pytestmark = pytest.mark.real_data
 
@@ -39,16 +42,38 @@ def paper_train_cells() -> list[dict]:
     return list(cells.values())
 
 
+# fixture sizes: every language of each source keeps at least 100 training ids (batch 100, mono sampler)
+MMARCO_QUERIES, WIKIQA_QUESTIONS, NQ_QUESTIONS = 150, 150, 150
+
+
 @pytest.fixture(scope="module")
-def groups_by_sources(lareqa_dir):
-    """Training and held-out groups of each training mixture, as a run of the grid builds them."""
+def groups_by_sources(lareqa_dir, tmp_path_factory):
+    """Training and held-out groups of each training mixture, as a run of the grid builds them (hub
+    sources from fixture mirrors, translated by tiny-mt instead of NLLB)."""
+    root = tmp_path_factory.mktemp("sources")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HBT_SOURCES_DIR", str(write_source_mirror(root / "mirror", MMARCO_QUERIES, WIKIQA_QUESTIONS, NQ_QUESTIONS)))
+    patch.setenv("HBT_CACHE", str(root / "cache"))
     found = {}
-    for parameters in paper_train_cells():
-        sources = parameters["train_sources"]
-        if sources not in found:
-            config = TrainConfig(**{**parameters, "backbone": "tiny", "device": "cpu", "data_dir": str(lareqa_dir)})
-            found[sources] = load_training_groups(config.resolved())
+    try:
+        for parameters in paper_train_cells():
+            sources = parameters["train_sources"]
+            if sources not in found:
+                config = TrainConfig(**{**parameters, "backbone": "tiny", "device": "cpu", "data_dir": str(lareqa_dir),
+                                        "translation_model": "tiny-mt"})
+                found[sources] = load_training_groups(config.resolved())
+    finally:
+        patch.undo()
     return found
+
+
+def test_the_paper_mix_is_a_cell_with_every_training_language(groups_by_sources):
+    train_groups, held_out = groups_by_sources["mmarco,wikiqa,natural-questions"]
+    assert {g.source for g in train_groups} == {"mmarco", "wikiqa", "natural-questions"}
+    # the last wikiqa question has no answer
+    assert len(train_groups) + len(held_out) == MMARCO_QUERIES + WIKIQA_QUESTIONS - 1 + NQ_QUESTIONS
+    languages = {lang for g in train_groups for lang in g.languages}
+    assert languages == {"en", "ar", "zh", "de", "es", "ru", "hi", "th", "tr"}
 
 
 def test_mlqa_r_holds_out_fewer_ids_than_the_batch_in_some_language(groups_by_sources):

@@ -13,7 +13,8 @@ import torch
 from lib.data import DataError
 from lib.sources import available_sources, get_source, load_source_groups
 from lib.train import TrainConfig, train
-from lib.training_data import MMARCO_TRIPLES, lareqa_groups, mmarco_collection_file, mmarco_queries_file
+from lib.training_data import lareqa_groups
+from tests.source_fixtures import write_mmarco_mirror
 
 
 def test_registry_holds_the_paper_sources_and_each_entry_is_valid():
@@ -69,23 +70,6 @@ def test_unpinned_hub_source_without_a_mirror_names_the_fix(monkeypatch):
         load_source_groups("wikiqa", translator=fake_translator)
 
 
-def write_mmarco_mirror(root, languages, queries: int = 24) -> None:
-    """The unicamp-dl/mmarco layout: triples of ids, then per language train queries and collection."""
-    repo = root / "unicamp-dl" / "mmarco"
-    (repo / MMARCO_TRIPLES).parent.mkdir(parents=True, exist_ok=True)
-    (repo / MMARCO_TRIPLES).write_text("".join(f"{q}\t{1000 + q}\t{2000 + q}\n" for q in range(queries)))
-    for lang in languages:
-        for relative, rows in ((mmarco_queries_file(lang), {q: f"{lang} question {q} about topic {q % 5}?"
-                                                            for q in range(queries)}),
-                               (mmarco_collection_file(lang), {**{1000 + q: f"{lang} answer passage {q}."
-                                                                  for q in range(queries)},
-                                                               **{2000 + q: f"{lang} other passage {q}."
-                                                                  for q in range(queries)}})):
-            path = repo / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(f"{key}\t{text}\n" for key, text in rows.items()))
-
-
 def test_mmarco_source_from_a_mirror_trains_through_train_config(tmp_path, monkeypatch):
     languages = get_source("mmarco").languages
     write_mmarco_mirror(tmp_path / "mirror", languages)
@@ -103,3 +87,43 @@ def test_mmarco_source_from_a_mirror_trains_through_train_config(tmp_path, monke
         torch.set_num_threads(threads)
     assert result.metrics["train_groups"] == 18 and result.metrics["validation_groups"] == 6
     assert math.isfinite(result.metrics["best_val_loss"])
+
+
+def test_pair_source_natural_questions_uses_row_numbers_as_ids(tmp_path, monkeypatch):
+    """sentence-transformers/natural-questions "pair": one row per question, columns query and answer."""
+    source = get_source("natural-questions")
+    assert len(source.revision) == 40 and "qid" not in source.columns
+    rows = pd.DataFrame({"query": ["when was the eiffel tower built", "who wrote hamlet", "  "],
+                         "answer": ["The Eiffel Tower was built from 1887 to 1889.",
+                                    "Hamlet is a tragedy by William Shakespeare.", "An empty question."]})
+    mirror = tmp_path / "mirror" / source.hub_id / source.files[0]
+    mirror.parent.mkdir(parents=True)
+    rows.to_parquet(mirror)
+    monkeypatch.setenv("HBT_SOURCES_DIR", str(tmp_path / "mirror"))
+    groups = load_source_groups("natural-questions", translator=fake_translator)
+    assert [g.qid for g in groups] == ["natural-questions:0", "natural-questions:1"]   # the blank query dropped
+    assert groups[1].positives["en"] == "Hamlet is a tragedy by William Shakespeare."
+    assert groups[1].queries["tr"] == "[tr] who wrote hamlet" and groups[1].negatives == {}
+
+
+def test_yahoo_answers_qa_rows_one_group_per_question_without_negatives(tmp_path, monkeypatch):
+    """yahoo_answers_qa's rows: id, question, answer (best), nbestanswers (list), main_category."""
+    source = get_source("yahoo-answers-qa")
+    rows = pd.DataFrame({"id": ["3976", "1208"],
+                         "question": ["how can i keep my dog from chewing shoes?", "why is the sky blue?"],
+                         "answer": ["Give him chew toys and praise him when he uses them.",
+                                    "Air scatters blue light more than red light."],
+                         "nbestanswers": [["Give him chew toys and praise him when he uses them.", "Hide the shoes."],
+                                          ["Air scatters blue light more than red light."]],
+                         "main_category": ["Pets", "Science & Mathematics"]})
+    mirror = tmp_path / "mirror" / source.hub_id / source.files[0]
+    mirror.parent.mkdir(parents=True)
+    rows.to_parquet(mirror)
+    monkeypatch.setenv("HBT_SOURCES_DIR", str(tmp_path / "mirror"))
+    groups = load_source_groups("yahoo-answers-qa", translator=fake_translator)
+    assert [g.qid for g in groups] == ["yahoo-answers-qa:3976", "yahoo-answers-qa:1208"]
+    assert groups[0].positives["en"] == "Give him chew toys and praise him when he uses them."
+    assert groups[0].negatives == {} and groups[0].queries["ar"] == "[ar] how can i keep my dog from chewing shoes?"
+    monkeypatch.delenv("HBT_SOURCES_DIR")
+    with pytest.raises(DataError, match="no pinned revision"):
+        load_source_groups("yahoo-answers-qa", translator=fake_translator)
