@@ -10,7 +10,7 @@ the map). Notebooks in ``notebooks/`` are thin stories over these modules.
 __version__ = "0.1.0"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundations", ("io", "naming", "hardware", "tatoeba_checksums")),
+    ("foundations", ("hardware", "io", "naming", "tatoeba_checksums")),
     ("data", ("data", "training_data", "sampling", "batch_composition", "data_figures")),
     ("model", ("backbones", "encode", "losses", "dual_encoder", "checkpoint")),
     ("training", ("trainer", "train", "weights")),

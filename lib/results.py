@@ -74,6 +74,7 @@ class EvaluationRequest:
     languages: list[str] | None = None    # None = every language of the dataset
     data_dir: str | None = None
     index: str = "flat"                   # MIRACL: flat | ivf | hnsw | ivfpq
+    precision: str = "auto"               # LAReQA encoding: auto | fp32 | bf16 (lib.hardware)
 
 
 # evaluate(model, request) -> (evaluation, the dataset's entries of config.json in order, "index" among them)

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import yaml
 
+from lib.hardware import resolve_precision
 from lib.io import save_figure
 from lib.trainer import TrainError, TrainResult, run_training
 from lib.naming import train_run_name
@@ -80,7 +81,8 @@ class TrainConfig:
     warmup_ratio: float = _param(0.1, "share of steps with a linearly rising learning rate")
     max_grad_norm: float = _param(1.0, "gradient clipping (0 = off)")
     grad_accumulation: int = _param(1, "batches per optimizer step")
-    precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, fp32 on CPU")
+    precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, "
+                                    "bf16 on a CPU with bf16 units, fp32 elsewhere (lib.hardware)")
     seed: int = _param(0, "seed of the model, the batches and dropout")
     device: str = _param("auto", "auto | cpu | cuda | cuda:N")
     validation_fraction: float = _param(0.1, "share of question ids held out (split_by_qid)",
@@ -109,11 +111,10 @@ class TrainConfig:
         on_gpu = str(config.device).startswith("cuda")
         if config.precision not in PRECISIONS:
             raise TrainError(f"precision {config.precision!r}: expected one of {PRECISIONS}")
-        if config.precision == "auto":
-            config.precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
-        if config.precision != "fp32" and not on_gpu:
-            raise TrainError(f"precision {config.precision!r} needs a CUDA device (device={config.device!r}); "
-                             "use precision='fp32' or 'auto' on the CPU")
+        try:  # bf16 autocast for the encoder's forward; the loss and the metrics stay fp32
+            config.precision = resolve_precision(config.precision, config.device)
+        except ValueError as error:
+            raise TrainError(str(error)) from error
         if config.freeze_embeddings == "auto":
             config.freeze_embeddings = not on_gpu
         if not isinstance(config.freeze_embeddings, bool):
