@@ -9,8 +9,13 @@
    ``lib.bias.multilingual_neighbours``) against the old path (faiss full sort of every pool,
    then a second scan of the multilingual pool), on the full XQuAD-R shapes: the cached
    embeddings of an evaluation run (``--embeddings-from <run>``) or random unit vectors.
-3. Hooks, not measured yet: training pairs/s (fp32 vs bf16) and a full evaluation split
-   (``STEPS`` lists them; they raise until written).
+3. ``train``: training pairs/s of lib.train's loop (``lib.trainer``'s set-up and ``_train_step``:
+   batch ``--train-batch`` + as many hard negatives, the backbone's query/passage lengths, word
+   embeddings frozen as on every CPU run) in fp32 and bf16, against sentence-transformers'
+   ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss`` on the same
+   (query, positive, negative) items at the same batch (fp32, and ``bf16=True``); one warm-up
+   step each, then ``--train-steps`` steps per variant, in interleaved rounds.
+4. Hook, not measured yet: a full evaluation split (``evaluate``; raises until written).
 
     python benchmarks/bench_speed.py --backbone me5-small-q4 --n-texts 512 --steps encode ranking
 
@@ -33,6 +38,9 @@ from lib.encode import encode
 from lib.hardware import hardware_info
 from lib.io import outputs_dir, read_json, run_dir, versions, write_json
 from lib.retrieval import lareqa_ranks, score_lareqa
+from lib.sampling import PairDataset
+from lib.train import TrainConfig
+from lib.trainer import _set_up, _train_step
 from tests.faiss_reference import lareqa_ranks_full_sort, multilingual_neighbours_before
 
 
@@ -121,8 +129,89 @@ def bench_ranking(args, data) -> list[dict]:
     return rows
 
 
-STEPS = {"encode": bench_encode, "ranking": bench_ranking}
-HOOKS = ("train", "evaluate")   # training pairs/s fp32 vs bf16; full XQuAD-R evaluation split: not written yet
+def _lib_trainer(args, precision: str):
+    """A set-up lib.train run (the loop's own set-up: seed, data, model, frozen word embeddings,
+    AdamW) whose ``step()`` is one ``_train_step``: seconds and pairs of one optimizer step."""
+    config = TrainConfig(backbone=args.backbone, batch_size=args.train_batch, steps=10_000, precision=precision,
+                         device="cpu", run=f"bench-train-{precision}", seed=0).resolved()
+    run = _set_up(config, None)
+    return run, lambda: (lambda step: (step.seconds, step.pairs))(_train_step(run))
+
+
+def _st_trainer(args, items: list[dict], bf16: bool):
+    """sentence-transformers' own trainer on ``items`` at the same batch; ``step()`` times one
+    optimizer step (a ``train()`` of one step more than it times: the first is the warm-up)."""
+    from datasets import Dataset
+    from sentence_transformers import (SentenceTransformerTrainer, SentenceTransformerTrainingArguments,
+                                       losses)
+    from transformers import TrainerCallback
+
+    model = load_model(args.backbone, device="cpu")
+    model[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
+    model.max_seq_length = model.backbone.max_passage_length   # one length for every column in ST
+    b = model.backbone
+    data = Dataset.from_dict({"anchor": [i["query"] for i in items], "positive": [i["positive"] for i in items],
+                              "negative": [i["negative"] for i in items]})
+    durations: list[float] = []
+
+    class StepTimes(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            durations.append(time.perf_counter() - self.started)
+
+    def step(steps: int):
+        training = SentenceTransformerTrainingArguments(
+            output_dir=str(run_dir("bench") / "st-trainer"), per_device_train_batch_size=args.train_batch,
+            max_steps=steps + 1, learning_rate=3e-5, warmup_ratio=0.1, bf16=bf16, use_cpu=True, report_to="none",
+            save_strategy="no", logging_strategy="no", seed=0, dataloader_drop_last=True,
+            prompts={"anchor": b.query_prefix, "positive": b.passage_prefix, "negative": b.passage_prefix})
+        trainer = SentenceTransformerTrainer(model=model, args=training, train_dataset=data,
+                                             loss=losses.MultipleNegativesRankingLoss(model, scale=20.0),
+                                             callbacks=[StepTimes()])
+        durations.clear()
+        trainer.train()
+        return durations[1:]
+    return step
+
+
+def bench_train(args, data) -> list[dict]:
+    lib_runs = {f"lib.train {p}": _lib_trainer(args, p) for p in ("fp32", "bf16")}
+    run = next(iter(lib_runs.values()))[0]
+    sampler_batches = iter(run.sampler)          # the same kind of batches, for the ST trainer
+    pairs = PairDataset(run.groups[0], True, run.config.negative_language, 0)
+    items = [pairs[index] for _, batch in zip(range(args.train_steps + 2), sampler_batches) for index in batch]
+    items = [item for item in items if item.get("negative")]
+    st_runs = {"ST trainer fp32": _st_trainer(args, items, False)}
+    if not args.skip_st_bf16:
+        st_runs["ST trainer bf16=True"] = _st_trainer(args, items, True)
+    for _, step in lib_runs.values():
+        step()                                      # warm-up
+    seconds = {name: [] for name in [*lib_runs, *st_runs]}
+    pairs_done = {name: 0 for name in seconds}
+    for _ in range(args.repeats):                   # interleaved rounds
+        for name, (_, step) in lib_runs.items():
+            for _ in range(args.train_steps):
+                elapsed, n = step()
+                seconds[name].append(elapsed)
+                pairs_done[name] += n
+        for name, step in st_runs.items():
+            times = step(args.train_steps)
+            seconds[name] += times
+            pairs_done[name] += args.train_batch * len(times)
+    base = pairs_done["lib.train fp32"] / sum(seconds["lib.train fp32"])
+    rows = []
+    for name, times in seconds.items():
+        rate = pairs_done[name] / sum(times)
+        rows.append({"step": "train", "variant": name, "seconds": float(np.median(times)), "steps": len(times),
+                     "pairs_per_s": rate, "ratio_to_lib_fp32": rate / base,
+                     "shape": f"batch {args.train_batch} + hard negatives, frozen word embeddings"})
+    return rows
+
+
+STEPS = {"encode": bench_encode, "ranking": bench_ranking, "train": bench_train}
+HOOKS = ("evaluate",)   # full XQuAD-R evaluation split: not written yet
 
 
 def main() -> None:
@@ -131,10 +220,13 @@ def main() -> None:
     parser.add_argument("--n-texts", type=int, default=512, help="XQuAD-R candidate sentences to encode")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="rounds per variant; the best is kept")
-    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=[*STEPS, *HOOKS])
+    parser.add_argument("--steps", nargs="+", default=["encode", "ranking"], choices=[*STEPS, *HOOKS])
     parser.add_argument("--embeddings-from", default="", help="evaluation run whose cached embeddings to rank")
     parser.add_argument("--dim", type=int, default=384, help="dimension of the random embeddings")
     parser.add_argument("--skip-old", action="store_true", help="do not time the old ranking path")
+    parser.add_argument("--train-batch", type=int, default=32, help="pairs per training batch (+ as many negatives)")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed optimizer steps per variant and round")
+    parser.add_argument("--skip-st-bf16", action="store_true", help="no SentenceTransformerTrainer bf16=True")
     args = parser.parse_args()
     missing = [s for s in args.steps if s in HOOKS]
     if missing:
