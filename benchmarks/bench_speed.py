@@ -15,7 +15,10 @@
    ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss`` on the same
    (query, positive, negative) items at the same batch (fp32, and ``bf16=True``); one warm-up
    step each, then ``--train-steps`` steps per variant, in interleaved rounds.
-4. Hook, not measured yet: a full evaluation split (``evaluate``; raises until written).
+4. ``evaluate``: a full XQuAD-R evaluation (``lib.evaluate.evaluate_lareqa``, embedding cache
+   empty: a fresh temporary ``HBT_OUTPUTS``) in fp32 and in bf16, wall time split into encode
+   (questions + candidates), rank (one counting pass: ranks and top-10) and the rest (metrics),
+   with the summary metrics' largest difference between the two precisions.
 
     python benchmarks/bench_speed.py --backbone me5-small-q4 --n-texts 512 --steps encode ranking
 
@@ -25,6 +28,8 @@ Writes ``outputs/bench/speed-<backbone>.json`` with the CPU model, flags and tor
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -35,6 +40,7 @@ from lib.backbones import load_model
 from lib.bias import multilingual_neighbours
 from lib.data import load_lareqa
 from lib.encode import encode
+from lib.evaluate import evaluate_lareqa
 from lib.hardware import hardware_info
 from lib.io import outputs_dir, read_json, run_dir, versions, write_json
 from lib.retrieval import lareqa_ranks, score_lareqa
@@ -210,8 +216,36 @@ def bench_train(args, data) -> list[dict]:
     return rows
 
 
-STEPS = {"encode": bench_encode, "ranking": bench_ranking, "train": bench_train}
-HOOKS = ("evaluate",)   # full XQuAD-R evaluation split: not written yet
+def bench_evaluate(args, data) -> list[dict]:
+    if args.max_questions:
+        data = load_lareqa("xquad-r", max_questions=args.max_questions)
+    model = load_model(args.backbone, device="cpu")
+    rows, summaries = [], {}
+    for precision in ("fp32", "bf16"):
+        outputs = os.environ.get("HBT_OUTPUTS")
+        with tempfile.TemporaryDirectory() as empty_cache:
+            os.environ["HBT_OUTPUTS"] = empty_cache
+            try:
+                start = time.perf_counter()
+                evaluation = evaluate_lareqa(model, data, batch_size=args.batch_size, precision=precision)
+                wall = time.perf_counter() - start
+            finally:
+                os.environ.pop("HBT_OUTPUTS") if outputs is None else os.environ.update(HBT_OUTPUTS=outputs)
+        t = evaluation.timings
+        encode_s = t["encode_questions_s"] + t["encode_candidates_s"]
+        rank_s = t["search_s"] + t.get("neighbours_s", 0.0)
+        summaries[precision] = evaluation.summary
+        rows.append({"step": "evaluate", "variant": f"evaluate_lareqa {precision}", "seconds": wall,
+                     "encode_s": encode_s, "rank_s": rank_s, "other_s": wall - encode_s - rank_s,
+                     "shape": f"{len(data.questions)} questions x {len(data.candidates)} candidates"})
+    worst = max(abs(summaries["bf16"][k] - summaries["fp32"][k]) for k in summaries["fp32"]
+                if not k.endswith("rank_distance"))
+    for row in rows:
+        row.update(ratio_to_fp32=rows[0]["seconds"] / row["seconds"], max_summary_difference=worst)
+    return rows
+
+
+STEPS = {"encode": bench_encode, "ranking": bench_ranking, "train": bench_train, "evaluate": bench_evaluate}
 
 
 def main() -> None:
@@ -220,17 +254,15 @@ def main() -> None:
     parser.add_argument("--n-texts", type=int, default=512, help="XQuAD-R candidate sentences to encode")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="rounds per variant; the best is kept")
-    parser.add_argument("--steps", nargs="+", default=["encode", "ranking"], choices=[*STEPS, *HOOKS])
+    parser.add_argument("--steps", nargs="+", default=["encode", "ranking"], choices=list(STEPS))
     parser.add_argument("--embeddings-from", default="", help="evaluation run whose cached embeddings to rank")
     parser.add_argument("--dim", type=int, default=384, help="dimension of the random embeddings")
     parser.add_argument("--skip-old", action="store_true", help="do not time the old ranking path")
     parser.add_argument("--train-batch", type=int, default=32, help="pairs per training batch (+ as many negatives)")
     parser.add_argument("--train-steps", type=int, default=3, help="timed optimizer steps per variant and round")
+    parser.add_argument("--max-questions", type=int, default=0, help="evaluate: questions per language; 0 = all")
     parser.add_argument("--skip-st-bf16", action="store_true", help="no SentenceTransformerTrainer bf16=True")
     args = parser.parse_args()
-    missing = [s for s in args.steps if s in HOOKS]
-    if missing:
-        raise NotImplementedError(f"steps {missing} are hooks, not written yet; run --steps {' '.join(STEPS)}")
 
     data = load_lareqa("xquad-r")
     rows = [row for step in args.steps for row in STEPS[step](args, data)]
