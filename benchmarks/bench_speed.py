@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 
@@ -266,11 +267,13 @@ def main() -> None:
 
     data = load_lareqa("xquad-r")
     rows = [row for step in args.steps for row in STEPS[step](args, data)]
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
     result = {"rows": rows, "hardware": hardware_info("cpu", "auto"), "args": vars(args),
-              "versions": versions()}
+              "peak_rss_mb": peak_rss_mb, "load_average": os.getloadavg(), "versions": versions()}
     write_json(run_dir("bench") / f"speed-{args.backbone}.json", result)
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g"))
-    print({k: result["hardware"][k] for k in ("cpu_model", "cpu_flags", "torch_threads", "precision")})
+    print({k: result["hardware"][k] for k in ("cpu_model", "cpu_flags", "torch_threads", "precision")},
+          f"peak RSS {peak_rss_mb:.0f} MB, load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
