@@ -10,7 +10,7 @@ the map). Notebooks in ``notebooks/`` are thin stories over these modules.
 __version__ = "0.1.0"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundations", ("io", "naming", "hardware", "validation", "cli", "completion", "parameters", "tracking",
+    ("foundations", ("hardware", "io", "naming", "validation", "cli", "completion", "parameters", "tracking",
                      "tatoeba_checksums")),
     ("data", ("data", "training_data", "translation", "sources", "sampling", "batch_composition", "data_figures")),
     ("model", ("backbones", "encode", "losses", "dual_encoder", "gradcache", "checkpoint", "model_card")),

@@ -109,10 +109,12 @@ def to_device(batch: dict[str, Any], device) -> dict[str, Any]:
 
 
 def batch_loss(dual_encoder: nn.Module, loss_fn: InfoNCELoss, batch: dict[str, Any]) -> torch.Tensor:
-    """InfoNCE of one collated batch (already on the model's device)."""
+    """InfoNCE of one collated batch (already on the model's device). Under autocast only the
+    encoder runs in bf16/fp16: the loss (its similarity products and softmax) is computed in fp32."""
     query, positive, negative, mask = dual_encoder(batch["query"], batch["positive"], batch["negative"],
                                                    batch["negative_index"])
-    return loss_fn(query, positive, negative, mask, batch["candidate_keys"])
+    with torch.autocast(query.device.type, enabled=False):
+        return loss_fn(query, positive, negative, mask, batch["candidate_keys"])
 
 
 class RankSlice:

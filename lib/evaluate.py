@@ -1,7 +1,7 @@
 """Zero-shot or trained-model evaluation, from a backbone to ``outputs/<run>/``.
 
 ``evaluate_lareqa(model, dataset)`` encodes questions and candidates (cached), ranks every
-relevant candidate in the mono, cross and multi settings with exact faiss search, and turns
+relevant candidate in the mono, cross and multi settings by exact counting (``lib.retrieval``), and turns
 the ranks into per-query metrics and the paper's averages (``lib.metrics``). It is registered
 for xquad-r and mlqa-r; ``lib.tatoeba`` and ``lib.miracl`` register theirs (``lib.results``),
 and ``run_evaluation`` serves any registered dataset. ``EvaluateConfig`` holds 04_evaluate's
@@ -23,13 +23,14 @@ from lib.bias import ALIGNMENT_FILE, NEIGHBOURS_FILE, multilingual_neighbours
 from lib.data import CANDIDATE_CONTEXTS, RetrievalDataset, load_lareqa
 from lib.debias_evaluation import debias_statistics, debiased_embeddings, parse_variants
 from lib.encode import encode
+from lib.hardware import resolve_precision
 from lib.io import run_dir
 from lib.naming import debias_run_name
 from lib.metrics import per_query_metrics, summarise, summary_table
 from lib.model_card import update_card_metrics
 from lib.parameters import param, parse_command_line
 from lib.results import EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, write_evaluation
-from lib.retrieval import SETTINGS, lareqa_ranks
+from lib.retrieval import SETTINGS, lareqa_ranks, score_lareqa
 from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
 from lib.validation import ParameterError, check_range, coerce
 
@@ -38,10 +39,12 @@ LAREQA_DATASETS = ("xquad-r", "mlqa-r")
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
                     settings=SETTINGS, top_k: int = 10, run_depth: int = RUN_DEPTH,
-                    debias: str = "none") -> Evaluation:
+                    debias: str = "none", precision: str = "auto") -> Evaluation:
     """Ranks of every relevant candidate per setting -> per-query metrics and the paper's macro
     averages; with ``multi``, also the ``top_k`` neighbours of each multilingual query (``lib.bias``);
     the top ``run_depth`` of every ranking as TREC run files and qrels (``lib.run_files``; 0 = none).
+    ``precision`` (auto | fp32 | bf16) is the encoding's (``lib.encode``); scores are fp32. The
+    pool is scored once (``score_lareqa``): ranks and neighbours both come from that pass.
 
     ``debias``: a comma-separated list of ``lib.debias`` variants (``"none,center-pool"``); the
     returned evaluation is ``none``'s, each other variant's is in ``evaluation.variants[name]``,
@@ -49,10 +52,10 @@ def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
     """
     timings = {}
     start = time.perf_counter()
-    questions = encode(model, dataset.questions.text, "query", batch_size=batch_size)
+    questions = encode(model, dataset.questions.text, "query", batch_size=batch_size, precision=precision)
     timings["encode_questions_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    candidates = encode(model, dataset.candidates.text, "passage", batch_size=batch_size)
+    candidates = encode(model, dataset.candidates.text, "passage", batch_size=batch_size, precision=precision)
     timings["encode_candidates_s"] = time.perf_counter() - start
     variants = parse_variants(debias)
     start = time.perf_counter()
@@ -77,12 +80,13 @@ def _score(dataset: RetrievalDataset, questions, candidates, settings, top_k: in
     """Rank, score and (multi) find the neighbours with one pair of embedding matrices; the top
     ``run_depth`` of every ranking as TREC run files (0 = none)."""
     start = time.perf_counter()
-    ranks = lareqa_ranks(dataset, questions, candidates, settings)
+    scored = score_lareqa(dataset, questions, candidates, k=top_k if "multi" in settings else 1)
+    ranks = lareqa_ranks(dataset, questions, candidates, settings, scored=scored)
     timings["search_s"] = time.perf_counter() - start
     tables = {}
-    if "multi" in settings:  # what 05_bias needs beyond the relevant ranks, while embeddings are at hand
+    if "multi" in settings:  # what 05_bias needs beyond the relevant ranks, from the same pass
         start = time.perf_counter()
-        neighbours = multilingual_neighbours(dataset, questions, candidates, k=top_k)
+        neighbours = multilingual_neighbours(dataset, questions, candidates, k=top_k, scored=scored)
         timings["neighbours_s"] = time.perf_counter() - start
         tables = {NEIGHBOURS_FILE: neighbours.top_k, ALIGNMENT_FILE: neighbours.alignment}
     run_files = []
@@ -109,8 +113,10 @@ def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluat
               "max_questions": request.max_questions, "n_questions": len(data.questions),
               "n_candidates": len(data.candidates),
               "run_files": f"{TREC_FOLDER}/<setting>.run.gz (top {RUN_DEPTH} per query) and {TREC_FOLDER}/<setting>.qrels",
-              "index": "faiss IndexFlatIP (exact inner product on L2-normalised embeddings)"}
-    return evaluate_lareqa(model, data, batch_size=request.batch_size, debias=request.debias), config
+              "precision": resolve_precision(request.precision, model.device),
+              "index": "exact inner product on L2-normalised embeddings, ranks by counting (lib.retrieval)"}
+    return evaluate_lareqa(model, data, batch_size=request.batch_size, debias=request.debias,
+                           precision=request.precision), config
 
 
 DATASETS = tuple(EVALUATORS)
@@ -136,7 +142,8 @@ def check_evaluation_parameters(backbone: str, candidate_context: str, batch_siz
 def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: str = "sentence",
                    batch_size: int = 64, device: str = "auto", run: str = "",
                    max_questions: int | None = None, languages: list[str] | None = None,
-                   data_dir: str | None = None, index: str = "flat", debias: str = "none") -> tuple[Evaluation, Path]:
+                   data_dir: str | None = None, index: str = "flat", debias: str = "none",
+                   precision: str = "auto") -> tuple[Evaluation, Path]:
     """Everything 04_evaluate does, in one call: load, encode, search, score, write ``outputs/<run>/``.
 
     ``backbone`` is a registry name (``params/backbones``) or a trained model folder; ``dataset``
@@ -144,7 +151,9 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     (``lib.miracl``, with ``index`` = flat | ivf | hnsw | ivfpq). ``languages``: None = every
     language of the dataset (MIRACL: the paper's 15). ``debias`` (LAReQA only): comma-separated
     ``lib.debias`` variants; each one other than ``none`` is written to its own run folder,
-    ``<run>-<variant>`` (``lib.naming.debias_run_name``), from the same embeddings.
+    ``<run>-<variant>`` (``lib.naming.debias_run_name``), from the same embeddings. ``precision``:
+    LAReQA's encoding precision (auto | fp32 | bf16, ``lib.hardware.resolve_precision``; recorded
+    resolved in config.json).
     """
     evaluator = evaluator_for(dataset)
     batch_size, max_questions = check_evaluation_parameters(backbone, candidate_context, batch_size,
@@ -154,7 +163,7 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
         raise ValueError(f"debias={debias!r} applies to the LAReQA datasets {LAREQA_DATASETS}, not {dataset!r}; "
                          "leave it at 'none'")
     request = EvaluationRequest(dataset, candidate_context, batch_size, max_questions, languages, data_dir, index,
-                                debias=",".join(variants))
+                                debias=",".join(variants), precision=precision)
     device = default_device() if device == "auto" else device
     started = time.perf_counter()
     model = load_model(backbone, device=device)
@@ -194,6 +203,8 @@ class EvaluateConfig:
     debias: str = param("none", "LAReQA: comma-separated lib.debias variants ranked from the same embeddings, "
                         "each written to outputs/<run>-<variant>/ (none, center-pool, center-reference, "
                         "center-transductive, lir-k1-pool ...)")
+    precision: str = param("auto", "LAReQA encoding: auto | fp32 | bf16 (lib.hardware; auto: bf16 or fp16 on a GPU, "
+                           "fp32 on a CPU); scores and metrics stay fp32")
     run: str = param("", "outputs/<run>; empty: eval-<backbone>-<dataset>[-paragraph]")
 
 
@@ -203,7 +214,7 @@ def evaluate_step(config: EvaluateConfig) -> tuple[Evaluation, Path]:
     return run_evaluation(config.backbone, dataset=config.dataset, candidate_context=config.candidate_context,
                           batch_size=config.batch_size, device=config.device, run=config.run,
                           max_questions=config.max_questions, languages=languages, index=config.index,
-                          debias=config.debias)
+                          debias=config.debias, precision=config.precision)
 
 
 def main(argv=None) -> tuple[Evaluation, Path] | None:

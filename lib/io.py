@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from lib.hardware import hardware_info
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -150,7 +152,8 @@ TRACKED_PACKAGES = (
 
 
 def versions() -> dict[str, Any]:
-    """Versions of Python, the packages that shape the numbers, the git commit and the machine."""
+    """Versions of Python, the packages that shape the numbers, the git commit and the machine
+    (``hardware``: CPU model, its bf16/AMX flags, torch's CPU capability: ``lib.hardware``)."""
     found = {}
     for name in TRACKED_PACKAGES:
         try:
@@ -183,6 +186,7 @@ def versions() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "accelerators": accelerator,
+        "hardware": hardware_info(),
     }
 
 

@@ -96,6 +96,7 @@ class EvaluationRequest:
     data_dir: str | None = None
     index: str = "flat"                   # MIRACL: flat | ivf | hnsw | ivfpq
     debias: str = "none"                  # LAReQA: comma-separated lib.debias variants, "none" first
+    precision: str = "auto"               # LAReQA encoding: auto | fp32 | bf16 (lib.hardware)
 
 
 # evaluate(model, request) -> (evaluation, the dataset's entries of config.json in order, "index" among them)

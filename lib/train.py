@@ -36,6 +36,7 @@ import yaml
 from lib.backbones import BackboneError, get_backbone
 from lib.checkpoint import CheckpointError
 from lib.cli import run_cli
+from lib.hardware import resolve_precision
 from lib.io import save_figure
 from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import train_run_name
@@ -91,7 +92,8 @@ class TrainConfig:
     grad_accumulation: int = _param(1, "batches per optimizer step")
     mini_batch_size: int = _param(0, "gradient caching (lib.gradcache): pairs per process encoded at once, "
                                   "the memory of a chunk with the gradients of the whole batch; 0: off")
-    precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, fp32 on CPU")
+    precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, fp32 on "
+                                    "a CPU (bf16 there is opt-in until its fidelity guard is measured; lib.hardware)")
     seed: int = _param(0, "seed of the model, the batches and dropout")
     device: str = _param("auto", "auto | cpu | cuda | cuda:N")
     validation_fraction: float = _param(0.1, "share of question ids held out (split_by_qid)",
@@ -154,11 +156,10 @@ class TrainConfig:
         on_gpu = str(config.device).startswith("cuda")
         if config.precision not in PRECISIONS:
             raise TrainError(f"precision {config.precision!r}: expected one of {PRECISIONS}")
-        if config.precision == "auto":
-            config.precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
-        if config.precision != "fp32" and not on_gpu:
-            raise TrainError(f"precision {config.precision!r} needs a CUDA device (device={config.device!r}); "
-                             "use precision='fp32' or 'auto' on the CPU")
+        try:  # bf16 autocast for the encoder's forward; the loss and the metrics stay fp32
+            config.precision = resolve_precision(config.precision, config.device)
+        except ValueError as error:
+            raise TrainError(str(error)) from error
         if config.freeze_embeddings == "auto":
             config.freeze_embeddings = not on_gpu
         if not isinstance(config.freeze_embeddings, bool):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from lib.evaluate import run_evaluation
+from lib.hardware import resolve_precision
 
 
 @pytest.mark.real_data
@@ -23,6 +24,9 @@ def test_run_evaluation_writes_a_complete_run(lareqa_dir, tmp_path):
     config = json.loads((path / "config.json").read_text())
     assert config["backbone_settings"]["query_prefix"] == "query: "
     assert config["candidate_context"] == "sentence"
+    assert config["precision"] == resolve_precision("auto", "cpu")      # the resolved one, recorded
+    versions = json.loads((path / "versions.json").read_text())
+    assert versions["hardware"]["cpu_model"] and "cpu_has_bf16" in versions["hardware"]
     ranks = pd.read_parquet(path / "ranks.parquet")
     # MLQA-R: 7 mono settings; cross only where the id exists in both languages
     assert ranks.query("setting == 'mono'").query_lang.nunique() == 7

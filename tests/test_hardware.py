@@ -7,6 +7,8 @@ import warnings
 import pytest
 import torch
 
+import lib.hardware
+
 from lib import hardware
 from lib.hardware import cpu_flags, cpu_has_bf16, cpu_model, hardware_info, resolve_precision
 
@@ -35,11 +37,13 @@ def cpuinfo(tmp_path, monkeypatch):
     return write
 
 
-def test_bf16_cpu_detected(cpuinfo):
+def test_bf16_cpu_detected(cpuinfo, monkeypatch):
     cpuinfo(SAPPHIRE_RAPIDS)
     assert cpu_model() == "Intel(R) Xeon(R) Platinum 8480+"
     assert {"avx512_bf16", "amx_bf16", "amx_tile"} <= cpu_flags()
     assert cpu_has_bf16()
+    assert resolve_precision("auto", "cpu") == "fp32"   # until the fidelity guard is measured
+    monkeypatch.setattr(lib.hardware, "CPU_AUTO_BF16", True)
     assert resolve_precision("auto", "cpu") == "bf16"
     assert resolve_precision("fp32", "cpu") == "fp32"
     info = hardware_info("cpu", "auto")

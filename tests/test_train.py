@@ -21,6 +21,7 @@ from lib.io import read_json
 from lib.losses import InfoNCELoss
 from lib.checkpoint import checkpoints
 from lib.train import SMOKE_PROFILE, TrainConfig, TrainError, main, notebook_parameters, train
+from lib.hardware import resolve_precision
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -201,7 +202,7 @@ def trained(tmp_path_factory):
 
 def test_run_writes_config_log_metrics_and_checkpoints(trained):
     config = read_json(trained.run_dir / "config.json")
-    assert config["backbone"] == "tiny" and config["precision"] == "fp32" and config["freeze_embeddings"] is False
+    assert config["backbone"] == "tiny" and config["precision"] == resolve_precision("auto", "cpu") and config["freeze_embeddings"] is False
     assert (trained.run_dir / "versions.json").is_file()
     log = pd.read_csv(trained.run_dir / "train_log.csv")
     assert list(log.columns) == ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
