@@ -11,7 +11,8 @@ The language-pair heatmap of one evaluation (04_evaluate, 05_bias) is here too.
     write_report(run_dir("report-smoke"), report, report_figures(report))
     python -m lib.report grid=grid-smoke resamples=1000    # the same (ReportConfig, as 06_report)
 
-About 500 lines: tables, verdict and figures all read the one ``Report`` of a grid.
+About 570 lines: tables, verdict and figures all read the one ``Report`` of a grid; the extended
+question over systems is already apart (``lib.systems_report``).
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ default thread count (busy-waiting threads); the thread count may change the las
 
     result = lib.train.train(TrainConfig(backbone="tiny", steps=4, batch_size=8, run="demo"))
     # = run_training(config.resolved()); model: lib.backbones.load_model(result.model_dir)
+
+About 570 lines, on purpose: the steps share one ``_Run`` and read best in the order they run;
+what is not the loop already lives beside it (checkpoints, collator and dual encoder, gradient
+caching, tracking, model cards). A next split would move the process-group helpers out.
 """
 
 from __future__ import annotations
