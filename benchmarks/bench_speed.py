@@ -31,12 +31,15 @@ import argparse
 import os
 import resource
 import tempfile
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.faiss_reference: the old path, timed
 from lib.backbones import load_model
 from lib.bias import multilingual_neighbours
 from lib.data import load_lareqa
