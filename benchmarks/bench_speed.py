@@ -241,9 +241,17 @@ def bench_evaluate(args, data) -> list[dict]:
         summaries[precision] = evaluation.summary
         rows.append({"step": "evaluate", "variant": f"evaluate_lareqa {precision}", "seconds": wall,
                      "encode_s": encode_s, "rank_s": rank_s, "other_s": wall - encode_s - rank_s,
-                     "shape": f"{len(data.questions)} questions x {len(data.candidates)} candidates"})
+                     "shape": f"{len(data.questions)} questions x {len(data.candidates)} candidates",
+                     "summary": {k: float(v) for k, v in evaluation.summary.items()}})
+    # the fidelity guard: every summary metric within 0.002 of fp32, rank distance within 1%
     worst = max(abs(summaries["bf16"][k] - summaries["fp32"][k]) for k in summaries["fp32"]
                 if not k.endswith("rank_distance"))
+    rank_distance = [k for k in summaries["fp32"] if k.endswith("rank_distance")]
+    worst_rank_distance = max((abs(summaries["bf16"][k] / summaries["fp32"][k] - 1) for k in rank_distance),
+                              default=0.0)
+    for row in rows:
+        row.update(max_rank_distance_change=worst_rank_distance,
+                   guard_holds=bool(worst <= 0.002 and worst_rank_distance <= 0.01))
     for row in rows:
         row.update(ratio_to_fp32=rows[0]["seconds"] / row["seconds"], max_summary_difference=worst)
     return rows
@@ -274,7 +282,7 @@ def main() -> None:
     result = {"rows": rows, "hardware": hardware_info("cpu", "auto"), "args": vars(args),
               "peak_rss_mb": peak_rss_mb, "load_average": os.getloadavg(), "versions": versions()}
     write_json(run_dir("bench") / f"speed-{args.backbone}.json", result)
-    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g"))
+    print(pd.DataFrame(rows).drop(columns=["summary"], errors="ignore").to_markdown(index=False, floatfmt=".4g"))
     print({k: result["hardware"][k] for k in ("cpu_model", "cpu_flags", "torch_threads", "precision")},
           f"peak RSS {peak_rss_mb:.0f} MB, load average {os.getloadavg()[0]:.1f}")
 
