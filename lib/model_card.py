@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 from huggingface_hub import EvalResult, HfApi, ModelCard
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
-from lib.data import lareqa_languages
+from lib.sources import source_languages
 from lib.io import read_json, write_json, write_text
 
 METRICS_FILE = "eval_results.json"
@@ -40,7 +40,7 @@ def training_card_data(config, backbone, n_train_groups: int, kind: str, step: i
     """The card of a model trained as ``config`` (a resolved ``lib.train.TrainConfig``) says, from
     ``backbone`` (``lib.backbones.Backbone``) on ``n_train_groups`` parallel groups (the size shown)."""
     sources = config.source_list()
-    languages = config.language_list() or sorted({lang for source in sources for lang in lareqa_languages(source)})
+    languages = config.language_list() or sorted({lang for source in sources for lang in source_languages(source)})
     loss = {"fullname": "lib.losses.InfoNCELoss",
             "config_code": "```json\n" + f'{{"temperature": {config.temperature}, "scale": {1 / config.temperature:g}, '
                            f'"symmetric": {str(config.symmetric).lower()}, "hard_negatives": '
