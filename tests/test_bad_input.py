@@ -131,7 +131,7 @@ CASES = [
     Case("batch_size=1 without hard negatives learns nothing", config(batch_size=1, hard_negatives=False),
          "the loss is 0 and nothing is learnt"),
     Case("unknown sampler", config(sampler="foo"), "sampler 'foo': expected one of"),
-    Case("precision=bf16 on the CPU", config(precision="bf16", device="cpu"), "needs a CUDA device"),
+    Case("precision=fp16 on the CPU", config(precision="fp16", device="cpu"), "no fast fp16 matrix units"),
     Case("unknown backbone", config(backbone="no-such-model"), "unknown backbone 'no-such-model'"),
     Case("a checkpoint folder as backbone", lambda t: TrainConfig(backbone=checkpoint_folder(t)).resolved(),
          "holds a training checkpoint"),

@@ -13,6 +13,7 @@ import yaml
 from submitit.slurm.slurm import _make_sbatch_string
 
 from lib.grid import load_grid, plan_jobs
+from lib.completion import mark_complete
 from lib.io import outputs_dir, run_dir, write_json
 from lib.slurm import make_executor, slurm_dependency, submit_grid
 
@@ -21,7 +22,8 @@ KINDS = ("train", "evaluate", "report")
 
 
 def fake_execute(notebook, run, parameters, force=False):
-    """A notebook run that takes a moment, records when it ran, and writes the completion marker;
+    """A notebook run that takes a moment, records when it ran, and writes the completion marker
+    (``COMPLETE.json``, as lib.notebooks' runner does);
     the training of seed 1 fails."""
     started = time.time()
     if parameters.get("seed") == 1:
@@ -30,6 +32,7 @@ def fake_execute(notebook, run, parameters, force=False):
     path = run_dir(run)
     (path / "ran.json").write_text(json.dumps({"start": started, "end": time.time(), "notebook": notebook}))
     write_json(path / "metrics.json", {"summary": {}})
+    mark_complete(path, notebook=notebook)
 
 
 def small_grid(tmp_path, seed=0):
