@@ -28,3 +28,15 @@ def tiny_model():
 def _outputs_in_tmp(tmp_path, monkeypatch):
     """Every test writes its outputs (and embedding cache) into its own temporary folder."""
     monkeypatch.setenv("HBT_OUTPUTS", str(tmp_path / "outputs"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train ~20x faster on one thread than on two contended ones (shared CI machines);
+    a module opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

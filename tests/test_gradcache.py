@@ -20,12 +20,7 @@ from lib.train import TrainConfig, train
 from tests.test_train import split, synthetic_groups
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def items(n: int = 8) -> list[dict]:

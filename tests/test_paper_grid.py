@@ -12,7 +12,6 @@ import math
 from collections import Counter
 
 import pytest
-import torch
 
 from lib.grid import load_grid, plan_jobs
 from lib.io import read_json
@@ -20,15 +19,9 @@ from lib.train import TrainConfig, train
 from lib.trainer import load_training_groups
 from tests.source_fixtures import write_source_mirror
 
-pytestmark = pytest.mark.real_data
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.real_data, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def paper_train_cells() -> list[dict]:

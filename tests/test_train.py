@@ -24,13 +24,7 @@ from lib.train import SMOKE_PROFILE, TrainConfig, TrainError, main, notebook_par
 from lib.hardware import resolve_precision
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train ~20x faster on one thread than on two contended ones (shared CI machines)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------------------------
