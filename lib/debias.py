@@ -15,7 +15,7 @@ statistics, since the query and passage prefixes move them differently):
 
 | source         | candidate-side statistics              | query-side statistics                                     |
 |----------------|----------------------------------------|-----------------------------------------------------------|
-| `pool`         | the pool being searched                | the pool's texts encoded *with the query prefix* (given)  |
+| `pool`         | the pool being searched                | the pool's texts encoded *with the query prefix* (given; a sample of 500 per language in ``lib.debias_evaluation``) |
 | `reference`    | reference texts encoded as passages    | the same texts encoded as queries (e.g. Tatoeba, training) |
 | `transductive` | the pool being searched                | the test queries themselves: an upper bound, not a system |
 

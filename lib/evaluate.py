@@ -59,7 +59,7 @@ def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
     timings["encode_candidates_s"] = time.perf_counter() - start
     variants = parse_variants(debias)
     start = time.perf_counter()
-    statistics = debias_statistics(model, dataset, variants, batch_size=batch_size)
+    statistics = debias_statistics(model, dataset, variants, batch_size=batch_size, precision=precision)
     if len(variants) > 1:
         timings["encode_debias_statistics_s"] = time.perf_counter() - start
     evaluations = {}
@@ -112,22 +112,25 @@ def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluat
     config = {"candidate_context": request.candidate_context, "languages": data.languages,
               "max_questions": request.max_questions, "n_questions": len(data.questions),
               "n_candidates": len(data.candidates),
-              "run_files": f"{TREC_FOLDER}/<setting>.run.gz (top {RUN_DEPTH} per query) and {TREC_FOLDER}/<setting>.qrels",
+              "run_files": (f"{TREC_FOLDER}/<setting>.run.gz (top {request.run_depth} per query) and "
+                            f"{TREC_FOLDER}/<setting>.qrels" if request.run_depth else "none (run_depth 0)"),
               "precision": resolve_precision(request.precision, model.device),
               "index": "exact inner product on L2-normalised embeddings, ranks by counting (lib.retrieval)"}
     return evaluate_lareqa(model, data, batch_size=request.batch_size, debias=request.debias,
-                           precision=request.precision), config
+                           precision=request.precision, run_depth=request.run_depth), config
 
 
 DATASETS = tuple(EVALUATORS)
 
 
 def check_evaluation_parameters(backbone: str, candidate_context: str, batch_size, max_questions,
-                                run: str) -> tuple[int, int | None]:
+                                run: str, run_depth=RUN_DEPTH) -> tuple[int, int | None, int]:
     """Refuse bad evaluation parameters before a model or data is loaded or a folder is created;
-    returns ``batch_size`` and ``max_questions`` as integers (``"64"`` from a YAML file -> 64)."""
+    returns ``batch_size``, ``max_questions`` and ``run_depth`` as integers (``"64"`` from a YAML file -> 64)."""
     batch_size = coerce("batch_size", batch_size, int)
     check_range("batch_size", batch_size, low=1)
+    run_depth = coerce("run_depth", run_depth, int)
+    check_range("run_depth", run_depth, low=0, fix="0 writes no run files")
     max_questions = coerce("max_questions", max_questions, int | None)
     if max_questions is not None:
         check_range("max_questions", max_questions, low=1, fix="None (or leave it out) evaluates every question")
@@ -136,14 +139,14 @@ def check_evaluation_parameters(backbone: str, candidate_context: str, batch_siz
     if run and (run in {".", ".."} or "/" in run):
         raise ParameterError(f"run {run!r}: expected a folder name without '/' (outputs/<run>/)")
     get_backbone(backbone)  # an unknown name or a folder without a model fails here, not after loading
-    return batch_size, max_questions
+    return batch_size, max_questions, run_depth
 
 
 def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: str = "sentence",
                    batch_size: int = 64, device: str = "auto", run: str = "",
                    max_questions: int | None = None, languages: list[str] | None = None,
                    data_dir: str | None = None, index: str = "flat", debias: str = "none",
-                   precision: str = "auto") -> tuple[Evaluation, Path]:
+                   precision: str = "auto", run_depth: int = RUN_DEPTH) -> tuple[Evaluation, Path]:
     """Everything 04_evaluate does, in one call: load, encode, search, score, write ``outputs/<run>/``.
 
     ``backbone`` is a registry name (``params/backbones``) or a trained model folder; ``dataset``
@@ -153,17 +156,18 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     ``lib.debias`` variants; each one other than ``none`` is written to its own run folder,
     ``<run>-<variant>`` (``lib.naming.debias_run_name``), from the same embeddings. ``precision``:
     LAReQA's encoding precision (auto | fp32 | bf16, ``lib.hardware.resolve_precision``; recorded
-    resolved in config.json).
+    resolved in config.json). ``run_depth``: LAReQA's TREC run files keep the top ``run_depth`` of
+    every ranking (0: none).
     """
     evaluator = evaluator_for(dataset)
-    batch_size, max_questions = check_evaluation_parameters(backbone, candidate_context, batch_size,
-                                                            max_questions, run)
+    batch_size, max_questions, run_depth = check_evaluation_parameters(backbone, candidate_context, batch_size,
+                                                                       max_questions, run, run_depth)
     variants = [spec.name for spec in parse_variants(debias)]
     if len(variants) > 1 and dataset not in LAREQA_DATASETS:
         raise ValueError(f"debias={debias!r} applies to the LAReQA datasets {LAREQA_DATASETS}, not {dataset!r}; "
                          "leave it at 'none'")
     request = EvaluationRequest(dataset, candidate_context, batch_size, max_questions, languages, data_dir, index,
-                                debias=",".join(variants), precision=precision)
+                                debias=",".join(variants), precision=precision, run_depth=run_depth)
     device = default_device() if device == "auto" else device
     started = time.perf_counter()
     model = load_model(backbone, device=device)
@@ -205,6 +209,8 @@ class EvaluateConfig:
                         "center-transductive, lir-k1-pool ...)")
     precision: str = param("auto", "LAReQA encoding: auto | fp32 | bf16 (lib.hardware; auto: bf16 or fp16 on a GPU, "
                            "fp32 on a CPU); scores and metrics stay fp32")
+    run_depth: int = param(RUN_DEPTH, "LAReQA: TREC run files (outputs/<run>/trec/) with the top run_depth candidates "
+                           "of every ranking; 0: none (full XQuAD-R: ~185 MB and ~60 s per run and variant)")
     run: str = param("", "outputs/<run>; empty: eval-<backbone>-<dataset>[-paragraph]")
 
 
@@ -214,7 +220,7 @@ def evaluate_step(config: EvaluateConfig) -> tuple[Evaluation, Path]:
     return run_evaluation(config.backbone, dataset=config.dataset, candidate_context=config.candidate_context,
                           batch_size=config.batch_size, device=config.device, run=config.run,
                           max_questions=config.max_questions, languages=languages, index=config.index,
-                          debias=config.debias, precision=config.precision)
+                          debias=config.debias, precision=config.precision, run_depth=config.run_depth)
 
 
 def main(argv=None) -> tuple[Evaluation, Path] | None:

@@ -151,6 +151,7 @@ CASES = [
     Case("evaluation: max_questions='40' is an int",
          expect_value(lambda t: __import__("lib.evaluate").evaluate.check_evaluation_parameters(
              "tiny", "sentence", "64", "40", "")[1], 40), None),
+    Case("evaluation: run_depth=-1", evaluation(run_depth=-1), "run_depth -1: expected a value in [0, inf]"),
     Case("evaluation: candidate_context=para", evaluation(candidate_context="para"),
          "candidate_context 'para': expected one of"),
     Case("evaluation: unknown dataset", evaluation(dataset="squad"), "dataset 'squad': expected one of"),

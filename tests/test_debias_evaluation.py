@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lib.debias import Debias, DebiasError
-from lib.debias_evaluation import parse_variants, reference_texts
+from lib.debias_evaluation import parse_variants, pool_sample, reference_texts
 from lib.evaluate import run_evaluation
 
 
@@ -21,6 +21,15 @@ def test_parse_variants_puts_none_first_and_drops_duplicates():
     assert parse_variants(["none", "center-transductive"])[1] == Debias("center", "transductive")
     with pytest.raises(DebiasError, match="center-pool"):
         parse_variants("centre")
+
+
+def test_pool_sample_caps_each_language_and_is_fixed():
+    languages = np.array(["de"] * 7 + ["en"] * 3 + ["de"] * 5)
+    rows = pool_sample(languages, size=4)
+    assert list(rows) == sorted(rows)
+    assert (languages[rows] == "de").sum() == 4 and list(rows[languages[rows] == "en"]) == [7, 8, 9]
+    assert list(pool_sample(languages, size=4)) == list(rows)          # the same sample every time
+    assert list(pool_sample(languages, size=100)) == list(range(15))   # small languages: every row
 
 
 def test_reference_texts_cover_each_language_english_from_the_english_sides():

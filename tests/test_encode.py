@@ -35,7 +35,7 @@ def test_auto_follows_the_cpu(tiny_model, monkeypatch):
     auto = encode(tiny_model, TEXTS, "query", show_progress_bar=False)
     assert np.array_equal(auto, cached_embeddings(tiny_model.backbone, TEXTS, "query", "fp32"))
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
-    # bf16 units, but auto stays fp32 on CPUs until the bf16 fidelity guard is measured
+    monkeypatch.setattr(hardware, "CPU_AUTO_BF16", False)     # the switch: fp32 on every CPU
     assert np.array_equal(cached_embeddings(tiny_model.backbone, TEXTS, "query"), auto)
     monkeypatch.setattr(hardware, "CPU_AUTO_BF16", True)
     assert cached_embeddings(tiny_model.backbone, TEXTS, "query") is None      # auto = bf16 now: not encoded yet

@@ -39,24 +39,24 @@ def test_default_grid_expands_to_the_documented_cells():
     grid = load_grid(PARAMS / "grid.yaml")
     cells = expand_cells(grid)
     trained = [c for c in cells if c.train_run and c.method == "sampler"]
-    assert len(trained) == 10
-    # WiSE-FT of every hybrid, mono and cross model, the mono+cross soup of every seed
+    assert len(trained) == 9
+    # WiSE-FT of every hybrid model, the mono+cross soup of every seed
     merged = [c for c in cells if c.merged]
-    assert len(cells) == 23 and sorted(c.method for c in merged) == ["soup"] * 3 + ["wise-ft"] * 9
-    assert sorted({c.sampler for c in trained}) == ["cross", "en", "hybrid", "mono"]
-    assert [c.seed for c in trained if c.sampler == "en"] == [0]
+    assert len(cells) == 16 and sorted(c.method for c in merged) == ["soup"] * 3 + ["wise-ft"] * 3
+    assert sorted({c.sampler for c in trained}) == ["cross", "hybrid", "mono"]
     assert all(len([c for c in trained if c.sampler == s]) == 3 for s in ("mono", "cross", "hybrid"))
     names = {c.train_run for c in trained}
-    assert "train-me5-small-q4-hybrid-a0.5-mlqa-r-s0" in names and "train-me5-small-q4-en-mlqa-r-s0" in names
+    assert "train-me5-small-q4-hybrid-a0.5-mlqa-r-s0" in names
     jobs = plan_jobs(grid)
-    assert [j.kind for j in jobs].count("evaluate") == 23 and jobs[-1].kind == "report"
+    assert [j.kind for j in jobs].count("evaluate") == 16 and jobs[-1].kind == "report"
+    assert all(j.parameters.get("run_depth") == 0 for j in jobs if j.kind == "evaluate")
     assert grid.debias == ["none", "center-pool", "lir-k1-pool", "center-transductive"]
     assert jobs[-1].run == "report" and jobs[-1].parameters["grid"] == "grid"
     # before the report: the samplers side by side in one 05_bias run (zero-shot + first seed of each)
     assert jobs[-2].kind == "bias" and jobs[-2].run == "bias-grid-me5-small-q4-mlqa-r-xquad-r"
     assert jobs[-2].parameters["runs"].split(",") == [
         "zeroshot-me5-small-q4-xquad-r-sentence", *(f"eval-train-me5-small-q4-{s}-mlqa-r-s0-xquad-r"
-                                                    for s in ("en", "mono", "cross", "hybrid-a0.5"))]
+                                                    for s in ("mono", "cross", "hybrid-a0.5"))]
     assert set(jobs[-2].needs) == set(jobs[-2].parameters["runs"].split(","))
     # the zero-shot evaluation of the first single-seed runs (params/grid-main.yaml): reused
     assert cells[0].eval_runs[0][1] in {r for c in expand_cells(load_grid("grid-main")) for _, r in c.eval_runs}
@@ -654,4 +654,4 @@ def test_dry_run_lists_the_jobs_and_the_estimate(capsys):
 
     main(["params/grid.yaml", "--dry-run"])
     out = capsys.readouterr().out
-    assert "70 jobs, 23 cells" in out and "merge" in out and "bias-grid-me5-small-q4-mlqa-r-xquad-r" in out and "estimate" in out
+    assert "49 jobs, 16 cells" in out and "merge" in out and "bias-grid-me5-small-q4-mlqa-r-xquad-r" in out and "estimate" in out

@@ -42,9 +42,10 @@ def test_bf16_cpu_detected(cpuinfo, monkeypatch):
     assert cpu_model() == "Intel(R) Xeon(R) Platinum 8480+"
     assert {"avx512_bf16", "amx_bf16", "amx_tile"} <= cpu_flags()
     assert cpu_has_bf16()
-    assert resolve_precision("auto", "cpu") == "fp32"   # until the fidelity guard is measured
-    monkeypatch.setattr(lib.hardware, "CPU_AUTO_BF16", True)
     assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(lib.hardware, "CPU_AUTO_BF16", False)   # the switch back to fp32 everywhere
+    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(lib.hardware, "CPU_AUTO_BF16", True)
     assert resolve_precision("fp32", "cpu") == "fp32"
     info = hardware_info("cpu", "auto")
     assert info["precision"] == "bf16" and "amx_bf16" in info["cpu_flags"] and "fpu" not in info["cpu_flags"]

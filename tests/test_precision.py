@@ -19,9 +19,9 @@ PLAIN_CPU = "processor\t: 0\nmodel name\t: EPYC 7763\nflags\t\t: avx2 fma\n"
 def test_auto_precision_on_the_cpu_follows_its_bf16_units(cpuinfo, expected, tmp_path, monkeypatch):
     (tmp_path / "cpuinfo").write_text(cpuinfo)
     monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
-    assert TrainConfig(backbone="tiny", device="cpu").resolved().precision == "fp32"  # CPU bf16: opt-in for now
-    monkeypatch.setattr(hardware, "CPU_AUTO_BF16", True)
     assert TrainConfig(backbone="tiny", device="cpu").resolved().precision == expected
+    monkeypatch.setattr(hardware, "CPU_AUTO_BF16", False)                # the switch: fp32 on every CPU
+    assert TrainConfig(backbone="tiny", device="cpu").resolved().precision == "fp32"
     assert TrainConfig(backbone="tiny", device="cpu", precision="fp32").resolved().precision == "fp32"
 
 
