@@ -35,11 +35,13 @@ import yaml
 
 from lib.backbones import BackboneError, get_backbone
 from lib.checkpoint import CheckpointError
+from lib.data import DataError
 from lib.cli import run_cli
 from lib.hardware import resolve_precision
 from lib.io import save_figure
 from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import train_run_name
+from lib.sources import source_languages
 from lib.validation import ParameterError, check_range, coerce_fields
 from lib.tracking import REPORT_TO, wandb_module
 
@@ -92,12 +94,15 @@ class TrainConfig:
     grad_accumulation: int = _param(1, "batches per optimizer step")
     mini_batch_size: int = _param(0, "gradient caching (lib.gradcache): pairs per process encoded at once, "
                                   "the memory of a chunk with the gradients of the whole batch; 0: off")
-    precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, fp32 on "
-                                    "a CPU (bf16 there is opt-in until its fidelity guard is measured; lib.hardware)")
+    precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, bf16 on a "
+                                    "CPU with bf16 units, else fp32 (lib.hardware)")
     seed: int = _param(0, "seed of the model, the batches and dropout")
     device: str = _param("auto", "auto | cpu | cuda | cuda:N")
     validation_fraction: float = _param(0.1, "share of question ids held out (split_by_qid)",
                                         section="validation, early stopping, checkpoints")
+    validation_source: str = _param("", "a registered source (params/sources) as the validation set, e.g. "
+                                    "squadshifts (the paper's English SQuADShifts): nothing is held out of "
+                                    "train_sources; empty: validation_fraction of train_sources' ids")
     split_seed: int = _param(0, "held-out ids and validation batches: the same for every seed")
     validation_sampler: str = _param("hybrid", "sampler of the fixed validation batches (alpha 0.5): comparable losses")
     validation_batch_size: int = _param(0, "pairs per validation batch; 0: batch_size, lowered to what the "
@@ -167,6 +172,7 @@ class TrainConfig:
         for name in ("sampler", "validation_sampler"):
             if getattr(config, name) not in SAMPLERS:
                 raise TrainError(f"{name} {getattr(config, name)!r}: expected one of {SAMPLERS}")
+        _check_validation_source(config)
         if config.report_to not in REPORT_TO:
             raise TrainError(f"report_to {config.report_to!r}: expected one of {REPORT_TO}")
         if config.report_to == "wandb":
@@ -248,6 +254,26 @@ def config_help() -> str:
 
 def _literal(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+ONE_LANGUAGE_SAMPLERS = ("en", "mono")   # the samplers that need no second language
+
+
+def _check_validation_source(config: "TrainConfig") -> None:
+    """A validation source must be registered, and its languages must allow the validation sampler
+    (SQuADShifts is English only: ``validation_sampler=en``); checked before anything is loaded."""
+    if not config.validation_source:
+        return
+    try:
+        languages = source_languages(config.validation_source)
+    except DataError as error:
+        raise TrainError(f"validation_source: {error}") from None
+    if len(languages) == 1 and config.validation_sampler not in ONE_LANGUAGE_SAMPLERS:
+        raise TrainError(f"validation_sampler {config.validation_sampler!r} needs two languages, but validation_source "
+                         f"{config.validation_source!r} has only {languages}; set validation_sampler=en or mono")
+    if config.validation_sampler == "en" and "en" not in languages:
+        raise TrainError(f"validation_sampler 'en' needs English, which validation_source "
+                         f"{config.validation_source!r} lacks ({languages}); use mono or another sampler")
 
 
 def notebook_parameters() -> str:

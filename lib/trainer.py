@@ -157,17 +157,20 @@ def trained_backbone_settings(config, backbone, step: int, kind: str) -> dict[st
     return settings
 
 
+def _source_groups(config, name: str) -> list:
+    return load_source_groups(name, candidate_context=config.candidate_context, max_negatives=config.max_negatives,
+                              data_dir=config.data_dir or None, translation_model=config.translation_model or None)
+
+
 def load_training_groups(config):
-    """Groups of every registered source in ``train_sources`` (``lib.sources``), then ``split_by_qid``
-    -> (train, validation)."""
-    groups = []
-    for source in config.source_list():
-        groups += load_source_groups(source, candidate_context=config.candidate_context,
-                                     max_negatives=config.max_negatives, data_dir=config.data_dir or None,
-                                     translation_model=config.translation_model or None)
+    """Groups of every registered source in ``train_sources`` (``lib.sources``) -> (train, validation):
+    ``split_by_qid`` of them, or, with ``validation_source``, all of them and that source's groups."""
+    groups = [group for source in config.source_list() for group in _source_groups(config, source)]
     if not groups:
         raise TrainError(f"train_sources {config.train_sources!r} gave no training groups; name registered "
                          "sources (params/sources/*.yaml), e.g. 'mlqa-r' or 'mlqa-r,xquad-r'")
+    if getattr(config, "validation_source", ""):
+        return groups, _source_groups(config, config.validation_source)
     return split_by_qid(groups, config.validation_fraction, config.split_seed)
 
 
