@@ -1,6 +1,7 @@
 """Gather a grid's results: one row per (cell, evaluation dataset) from each run's files.
 
-:func:`grid_results` reads every evaluation's ``metrics.json`` (summary metrics), its bias run
+:func:`grid_results` reads every complete evaluation's ``metrics.json`` (summary metrics; complete:
+the marker of ``lib.completion``, never a ``metrics.json`` alone), its bias run
 (``bias-<run>``: the rates of :mod:`lib.bias`) and its training run (steps, time, validation
 loss); :func:`add_language_split` adds mAP over the languages seen and unseen in training.
 The tables built from these rows are :mod:`lib.report`'s.
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lib.bias import run_label
+from lib.completion import is_complete
 from lib.sources import source_languages
 from lib.grid import ZERO_SHOT, Grid, cell_table
 from lib.io import outputs_dir, read_json
@@ -53,6 +55,19 @@ def describe_eval_run(run: str) -> dict[str, Any]:
     return row
 
 
+def evaluation_complete(run: str) -> bool:
+    """The evaluation ``run`` was written to the end: the completion marker (``lib.completion``) of
+    the notebook run that wrote it, i.e. its own, or for a debias variant (``config.json``'s
+    ``debias_of``) its evaluation's; a ``metrics.json`` alone may be a killed run's."""
+    folder = outputs_dir() / run
+    if not (folder / "metrics.json").is_file():
+        return False
+    if is_complete(folder):
+        return True
+    parent = read_json(folder / "config.json").get("debias_of") if (folder / "config.json").is_file() else None
+    return bool(parent) and is_complete(outputs_dir() / parent)
+
+
 def _given(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value)) and value != ""
 
@@ -70,24 +85,24 @@ def grid_results(grid: Grid | None, extra_runs: Sequence[str] = ()) -> pd.DataFr
     rows = []
     for row in table.to_dict(orient="records"):
         path = outputs_dir() / row["eval_run"] / "metrics.json"
-        row["status"] = "complete" if path.is_file() else "missing"
+        row["status"] = "complete" if evaluation_complete(row["eval_run"]) else "missing"
         config_path = outputs_dir() / row["eval_run"] / "config.json"
         if config_path.is_file():
             config = read_json(config_path)
             row.update(n_questions=config.get("n_questions"), n_candidates=config.get("n_candidates"))
-        if path.is_file():
+        if row["status"] == "complete":
             metrics = read_json(path)
             row.update({k: metrics.get("summary", {}).get(k) for k in SUMMARY_METRICS})
             row["eval_s"] = (metrics.get("timings") or {}).get("total_s")
         bias_run = row["bias_run"] if _given(row.get("bias_run")) else bias_run_name(row["eval_run"])
         bias_path = outputs_dir() / bias_run / "metrics.json"
-        if bias_path.is_file():
+        if bias_path.is_file() and is_complete(bias_path.parent):
             bias = read_json(bias_path).get("runs", {}).get(row["eval_run"], {})
             row.update({f"bias {k}": bias.get(k) for k in BIAS_METRICS})
             row["bias_run"] = bias_run
         if _given(row.get("train_run")):
             train_metrics = outputs_dir() / row["train_run"] / "metrics.json"
-            if train_metrics.is_file():
+            if train_metrics.is_file() and is_complete(train_metrics.parent):
                 train = read_json(train_metrics)          # lib.train: a flat dict
                 row.update(train_steps=train.get("steps"), train_s=train.get("wall_time_s"),
                            best_val_loss=train.get("best_val_loss"), stopped_early=train.get("stopped_early"))
