@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from lib.io import PROJECT_ROOT, atomic_path, cache_dir, read_json, sha256_file, write_json
+from lib.io import PROJECT_ROOT, atomic_path, cache_dir, read_json, read_yaml_mapping, sha256_file, write_json
 
 BACKBONE_DIR = PROJECT_ROOT / "params" / "backbones"
 OFFLINE_BACKBONE = "me5-small-q4"
@@ -85,7 +84,10 @@ def get_backbone(name_or_path: str) -> Backbone:
         raise BackboneError(
             f"unknown backbone {name_or_path!r}: not a directory and not one of "
             f"{available_backbones()} (params/backbones/*.yaml)")
-    settings = yaml.safe_load(yaml_file.read_text(encoding="utf-8")) or {}
+    try:
+        settings = read_yaml_mapping(yaml_file, "backbone settings")
+    except ValueError as error:
+        raise BackboneError(str(error)) from None
     settings.setdefault("name", name_or_path)
     known = set(Backbone.__dataclass_fields__)
     extra = {k: settings.pop(k) for k in list(settings) if k not in known}

@@ -64,7 +64,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from lib.backbones import BackboneError, available_backbones
 from lib.cli import run_cli
@@ -72,7 +71,7 @@ from lib.data import CANDIDATE_CONTEXTS
 from lib.downloads import download_table
 from lib.evaluate import LAREQA_DATASETS
 from lib.grid_systems import MERGE_JOB, GridSystemsError, check_weight_space, debias_variants, weight_systems
-from lib.io import PROJECT_ROOT, outputs_dir, run_dir, write_json, write_text
+from lib.io import PROJECT_ROOT, outputs_dir, read_yaml_mapping, run_dir, write_json, write_text
 from lib.naming import (bias_run_name, comparison_run_name, debias_run_name, debias_system_name, eval_run_name,
                         system_name, train_run_name, zero_shot_run_name)
 from lib.notebooks import NOTEBOOKS_DIR, execute_subprocess, executed_parameters, is_complete, notebook_parameters
@@ -185,12 +184,9 @@ def load_grid(path: str | Path) -> Grid:
     if not path.is_file():
         raise GridError(f"grid file {path} not found; grids live in params/grid*.yaml")
     try:
-        with open(path, encoding="utf-8") as handle:  # read from the file, yaml's marks name it
-            raw = yaml.safe_load(handle) or {}
-    except yaml.YAMLError as error:
-        raise GridError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
-    if not isinstance(raw, dict):
-        raise GridError(f"{path}: expected a mapping of grid keys")
+        raw = read_yaml_mapping(path, "grid keys")
+    except ValueError as error:
+        raise GridError(str(error)) from None
     known = {f.name for f in fields(Grid)} - {"source"}
     unknown = sorted(set(raw) - known)
     if unknown:

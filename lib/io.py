@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
+
 from lib.hardware import hardware_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +131,32 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str = "keys") -> dict[str, Any]:
+    """The mapping in the YAML (or JSON) file ``path``; a ValueError naming the file, and the line
+    for a syntax error, if it is not valid YAML or not a mapping (``what``: what it should map)."""
+    try:
+        with open(path, encoding="utf-8") as handle:  # read from the file: yaml's marks name it
+            values = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of {what}")
+    return values
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"steps=100"`` -> ``("steps", 100)``: the value read as YAML (``""`` for nothing, None for
+    null; text that is not valid YAML stays text: the field's type decides); ValueError without ``=``."""
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise ValueError(f"{item!r}: expected key=value, e.g. steps=100")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
-import yaml
+from lib.io import parse_override, read_yaml_mapping
+
 
 Config = TypeVar("Config")
 PROFILE_LINE = 'profile = os.environ.get("HBT_PROFILE", "full")  # "smoke": the small CI profile'
@@ -68,15 +69,13 @@ def from_overrides(cls: type[Config], path: str | Path | None = None, overrides:
     """A YAML (or JSON) file of fields, then ``key=value`` overrides (values parsed as YAML)."""
     values: dict[str, Any] = {}
     if path:
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields")
+        values = read_yaml_mapping(path, f"{cls.__name__} fields")
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"argument {item!r}: expected key=value, e.g. top_k=20")
-        value = yaml.safe_load(raw) if raw else ""
-        values[key.strip()] = value
+        try:
+            key, value = parse_override(item)
+        except ValueError as error:
+            raise ValueError(f"argument {error}") from None
+        values[key] = value
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -31,14 +31,13 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
-import yaml
 
 from lib.backbones import BackboneError, get_backbone
 from lib.checkpoint import CheckpointError
 from lib.data import DataError
 from lib.cli import run_cli
 from lib.hardware import resolve_precision
-from lib.io import save_figure
+from lib.io import parse_override, read_yaml_mapping, save_figure
 from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import train_run_name
 from lib.sources import source_languages
@@ -221,21 +220,15 @@ class TrainConfig:
             if not Path(path).is_file():
                 raise TrainError(f"--config {path}: no such file; give a YAML file of TrainConfig fields")
             try:
-                with open(path, encoding="utf-8") as handle:  # read from the file, yaml's marks name it
-                    values = yaml.safe_load(handle) or {}
-            except yaml.YAMLError as error:
-                raise TrainError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
-            if not isinstance(values, dict):
-                raise TrainError(f"{path}: expected a mapping of training parameters")
+                values = read_yaml_mapping(path, "training parameters")
+            except ValueError as error:
+                raise TrainError(str(error)) from None
         for item in overrides:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise TrainError(f"override {item!r}: expected key=value, e.g. steps=100")
             try:
-                value = yaml.safe_load(raw) if raw else ""
-            except yaml.YAMLError:
-                value = raw  # a plain string; the field's type decides whether it is accepted
-            values[key.strip()] = "" if value is None else value
+                key, value = parse_override(item)
+            except ValueError as error:
+                raise TrainError(f"override {error}") from None
+            values[key] = "" if value is None else value    # TrainConfig: empty = none
         for name in ("train_sources", "languages"):
             if isinstance(values.get(name), (list, tuple)):
                 values[name] = ",".join(values[name])
