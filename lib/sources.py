@@ -11,13 +11,20 @@ kind       what the YAML says, and what the loader does
 ``mmarco``  ``languages``, ``max_queries`` -> ``lib.training_data.load_mmarco_groups`` at its pinned
             revision (offline: ``HBT_SOURCES_DIR/unicamp-dl/mmarco/`` with the repo's layout)
 ``hub-qa``  an English QA set on the hub: ``hub_id``, ``revision`` (a commit, required), ``files``
-            and ``format`` (parquet | jsonl | tsv), ``columns`` (query, positive and optional qid: the
-            set's own column names; no qid: one question per row), ``positive_when`` / ``negative_when`` (column -> value filters; the
-            negatives are other rows of the same question), ``translate_to`` and
-            ``translation_model`` -> ``lib.translation.translate_groups`` (NLLB by default; cached
-            and resumable, batched, on the GPU when there is one). Offline:
-            ``HBT_SOURCES_DIR/<hub_id>/<file>``.
+            and ``format`` (parquet | jsonl | tsv; ``.gz`` read as such), ``columns`` (query, positive,
+            optional qid and negatives: the set's own column names; no qid: one question per row),
+            ``positive_when`` / ``negative_when`` (column -> value filters; the negatives are other
+            rows of the same question), ``translate_to`` and ``translation_model`` ->
+            ``lib.translation.translate_groups`` (NLLB by default; cached and resumable, batched, on
+            the GPU when there is one). Offline: ``HBT_SOURCES_DIR/<hub_id>/<file>``.
 =========  ==================================================================================
+
+Nested formats (``nested_rows``): a ``columns`` value may be a dotted path into a column of dicts
+(``qa_pairs.question``; over a list of dicts, the list of that field: ``positive_passages.text``);
+a list-valued positive is its first non-empty text; ``columns["negatives"]`` names a column whose
+text or list of texts are the row's own hard negatives (Mr. TyDi's ``negative_passages.text``);
+``explode`` names a list-valued column whose elements become one row each (MFAQ's ``qa_pairs``:
+one FAQ page per line, one question per pair).
 
 Each YAML records where the format was checked (the dataset card or loading script); every adapter
 is tested on fixture rows in that format (``tests/test_sources.py``).
@@ -28,11 +35,13 @@ is tested on fixture rows in that format (``tests/test_sources.py``).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -44,6 +53,7 @@ from lib.translation import DEFAULT_MT_MODEL, translate_groups
 SOURCE_DIR = PROJECT_ROOT / "params" / "sources"
 KINDS = ("lareqa", "mmarco", "hub-qa")
 FORMATS = ("parquet", "jsonl", "tsv")
+COLUMN_ROLES = ("query", "positive", "qid", "negatives")
 
 
 @dataclass
@@ -60,7 +70,8 @@ class TrainingSource:
     revision: str | None = None
     files: list[str] = field(default_factory=list)
     format: str = "parquet"
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)   # role (COLUMN_ROLES) -> column or dotted path
+    explode: str | None = None                        # a list-valued column: one row per element
     positive_when: dict[str, Any] = field(default_factory=dict)
     negative_when: dict[str, Any] = field(default_factory=dict)
     translate_to: list[str] = field(default_factory=list)
@@ -88,9 +99,11 @@ def get_source(name: str) -> TrainingSource:
         raise DataError(f"{path}: kind {source.kind!r}: expected one of {KINDS}")
     if source.kind == "hub-qa":
         missing = [key for key in ("query", "positive") if key not in source.columns]
-        if missing or source.format not in FORMATS or not source.files or not source.hub_id:
+        unknown_roles = sorted(set(source.columns) - set(COLUMN_ROLES))
+        if missing or unknown_roles or source.format not in FORMATS or not source.files or not source.hub_id:
             raise DataError(f"{path}: a hub-qa source needs hub_id, files, format in {FORMATS} and columns "
-                            f"for query and positive, qid optional (missing: {missing})")
+                            f"for query and positive, qid and negatives optional (missing: {missing}, "
+                            f"unknown: {unknown_roles})")
     return source
 
 
@@ -150,11 +163,48 @@ def _matching(rows: pd.DataFrame, conditions: dict[str, Any]) -> pd.Series:
     return keep
 
 
+def _field(value: Any, path: str) -> Any:
+    """Field ``path`` (dotted) of a nested cell: a dict's key, taken in every item of a list."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_field(item, path) for item in value]
+    key, _, rest = path.partition(".")
+    inner = value.get(key) if isinstance(value, dict) else None
+    return _field(inner, rest) if rest and inner is not None else inner
+
+
+def nested_rows(rows: pd.DataFrame, source: TrainingSource) -> pd.DataFrame:
+    """Rows with a source's nested fields as plain columns: ``explode`` (a list-valued column) gives
+    one row per element (row numbers 0..n-1), then each ``columns`` value that is a dotted path
+    (``qa_pairs.question``) and not a column already becomes a column of that name: field
+    ``question`` of the dict in column ``qa_pairs``, or the list of it over a list of dicts."""
+    if source.explode:
+        if source.explode not in rows.columns:
+            raise DataError(f"training source {source.name!r}: explode column {source.explode!r} is not in its "
+                            f"rows (it has {list(rows.columns)}); fix `explode` in params/sources/{source.name}.yaml")
+        rows = rows.explode(source.explode, ignore_index=True)
+    for path in source.columns.values():
+        column, _, rest = path.partition(".")
+        if rest and path not in rows.columns and column in rows.columns:
+            rows = rows.assign(**{path: rows[column].map(lambda value, rest=rest: _field(value, rest))})
+    return rows
+
+
+def _texts(value: Any) -> list[str]:
+    """A cell's non-empty texts, stripped: one text, or a list of them (None and NaN dropped)."""
+    items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    texts = (str(item).strip() for item in items
+             if item is not None and not (isinstance(item, float) and math.isnan(item)))
+    return [text for text in texts if text]
+
+
 def qa_groups(source: TrainingSource, rows: pd.DataFrame, max_negatives: int = 3) -> list[ParallelGroup]:
-    """English groups of a QA table: per question (``columns["qid"]``; without one, the row number), its query, its first row
-    matching ``positive_when`` as positive, and up to ``max_negatives`` distinct rows matching
-    ``negative_when`` as hard negatives; questions without a positive are dropped. ``qid`` is
-    ``<source>:<id>``; at most ``max_queries`` questions, in order of first appearance."""
+    """English groups of a QA table (nested fields first made columns, ``nested_rows``): per question
+    (``columns["qid"]``; without one, the row number), its query, the first text of its first row
+    matching ``positive_when`` as positive, and up to ``max_negatives`` distinct hard negatives: rows
+    of the question matching ``negative_when``, then the row's own ``columns["negatives"]``; questions
+    without a positive are dropped. ``qid`` is ``<source>:<id>``; at most ``max_queries`` questions,
+    in order of first appearance."""
+    rows = nested_rows(rows, source)
     columns = dict(source.columns)
     if "qid" not in columns:  # a pair set (one row per question): its row number is the id
         rows = rows.assign(row_number=range(len(rows)))
@@ -168,13 +218,14 @@ def qa_groups(source: TrainingSource, rows: pd.DataFrame, max_negatives: int = 3
     negatives_of = negatives.groupby(columns["qid"], sort=False)[columns["positive"]].agg(list).to_dict()
     groups = []
     for qid, first in positives.groupby(columns["qid"], sort=False).head(1).set_index(columns["qid"]).iterrows():
-        query, positive = str(first[columns["query"]]).strip(), str(first[columns["positive"]]).strip()
+        query, positive = [next(iter(_texts(first[columns[role]])), "") for role in ("query", "positive")]
         if not query or not positive:
             continue
-        hard = [t for t in dict.fromkeys(str(n).strip() for n in negatives_of.get(qid, [])) if t and t != positive]
+        candidates = [text for value in negatives_of.get(qid, []) for text in _texts(value)]
+        candidates += _texts(first[columns["negatives"]]) if "negatives" in columns else []
+        hard = [text for text in dict.fromkeys(candidates) if text != positive][:max_negatives]
         groups.append(ParallelGroup(qid=f"{source.name}:{qid}", source=source.name, queries={"en": query},
-                                    positives={"en": positive},
-                                    negatives={"en": hard[:max_negatives]} if hard[:max_negatives] else {}))
+                                    positives={"en": positive}, negatives={"en": hard} if hard else {}))
         if source.max_queries and len(groups) >= source.max_queries:
             break
     return groups

@@ -1,12 +1,14 @@
 """Fixture mirrors of the paper's training sources, generated in their real formats (never committed):
 ``HBT_SOURCES_DIR`` pointed at the folder makes ``lib.sources`` read them instead of the hub.
 
-    write_source_mirror(tmp_path / "mirror")      # mmarco (seven languages), wikiqa, natural-questions
+    write_source_mirror(tmp_path / "mirror")      # mmarco (seven languages) and every QA set of the paper mix
     python -m tests.source_fixtures outputs/mirror   # the same, for a run by hand
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import sys
 from pathlib import Path
 
@@ -68,12 +70,86 @@ def write_natural_questions_mirror(root: Path, questions: int = 3) -> None:
     rows.to_parquet(path)
 
 
+def write_hub_rows(root: Path, name: str, records: list[dict]) -> Path:
+    """``records`` as the first file of the registered hub-qa source ``name`` under a mirror, in its
+    format: parquet, or one JSON object per line (gzip-compressed for ``.gz``)."""
+    source = get_source(name)
+    path = Path(root) / source.hub_id / source.files[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if source.format == "parquet":
+        pd.DataFrame(records).to_parquet(path)
+        return path
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+    return path
+
+
+def duorc_rows(questions: int = 3) -> list[dict]:
+    """ibm-research/duorc SelfRC rows: one per question, two questions per plot (plot_id, plot,
+    title, question_id, question, answers, no_answer); the last question has no answer."""
+    rows = []
+    for n in range(questions):
+        plot = n // 2
+        rows.append({"plot_id": f"/m/0plot{plot}", "plot": f"A film about the {TOPICS[plot % len(TOPICS)]} {plot}. "
+                     f"Its hero leaves home in year {1950 + plot}.", "title": f"Film {plot}",
+                     "question_id": f"duorc-q{n}", "question": f"who leaves home in film {plot}, part {n}?",
+                     "answers": [f"hero {plot}"], "no_answer": n == questions - 1})
+    return rows
+
+
+def newsqa_rows(questions: int = 3) -> list[dict]:
+    """lucadiliello/newsqa rows (MRQA NewsQA): context, question, answers, key, labels (character
+    spans); two questions per article."""
+    rows = []
+    for n in range(questions):
+        article = n // 2
+        context = f"(CNN) -- The {TOPICS[article % len(TOPICS)]} {article} story. Officials spoke on day {article}."
+        rows.append({"context": context, "question": f"what happened in story {article}, question {n}?",
+                     "answers": [f"story {article}"], "key": f"newsqa-{n}",
+                     "labels": [{"start": [4], "end": [12]}]})
+    return rows
+
+
+def mr_tydi_records(questions: int = 3) -> list[dict]:
+    """castorini/mr-tydi train records: query_id, query, positive_passages and negative_passages
+    (lists of {docid, title, text}); the last query has no negatives, as some do."""
+    def passage(docid: str, text: str) -> dict:
+        return {"docid": docid, "title": f"Title {docid}", "text": text}
+
+    return [{"query_id": str(n), "query": f"when was the {TOPICS[n % len(TOPICS)]} {n} founded?",
+             "positive_passages": [passage(f"{n}#0", f"The {TOPICS[n % len(TOPICS)]} {n} was founded in {1800 + n}."),
+                                   passage(f"{n}#1", f"It is the {n}th {TOPICS[n % len(TOPICS)]}.")],
+             "negative_passages": [] if n == questions - 1 else
+             [passage(f"{n}#{k}", f"Another {TOPICS[(n + k) % len(TOPICS)]} {n} is mentioned here ({k}).")
+              for k in (7, 8)]}
+            for n in range(questions)]
+
+
+def mfaq_records(questions: int = 3) -> list[dict]:
+    """clips/mfaq "en" records: one FAQ page per line (id, language, num_pairs, domain, qa_pairs of
+    {question, answer, language}), two pairs per page."""
+    pages = []
+    for page in range(0, questions, 2):
+        pairs = [{"question": f"How do I book the {TOPICS[n % len(TOPICS)]} tour {n}?",
+                  "answer": f"Book tour {n} online or at the desk.", "language": "en"}
+                 for n in range(page, min(page + 2, questions))]
+        pages.append({"id": 1000 + page, "language": "en", "num_pairs": len(pairs),
+                      "domain": f"site{page}.example", "qa_pairs": pairs})
+    return pages
+
+
+QA_FIXTURES = {"duorc": duorc_rows, "newsqa": newsqa_rows, "mr-tydi-en": mr_tydi_records, "mfaq-en": mfaq_records}
+
+
 def write_source_mirror(root: Path, mmarco_queries: int = 24, wikiqa_questions: int = 16,
-                        nq_questions: int = 16) -> Path:
-    """A mirror holding every hub source the paper grids train on (fixture rows)."""
+                        nq_questions: int = 16, qa_questions: int = 16) -> Path:
+    """A mirror holding every hub source the paper grids train on (fixture rows): ``qa_questions``
+    questions for each of DuoRC, NewsQA, Mr. TyDi and MFAQ (``QA_FIXTURES``)."""
     write_mmarco_mirror(root, get_source("mmarco").languages, mmarco_queries)
     write_wikiqa_mirror(root, wikiqa_questions)
     write_natural_questions_mirror(root, nq_questions)
+    for name, rows in QA_FIXTURES.items():
+        write_hub_rows(root, name, rows(qa_questions))
     return Path(root)
 
 

@@ -76,7 +76,7 @@ def test_paper_grid_configuration():
     assert set(grid.samplers) == {"en", "mono", "cross", "hybrid"}
     cells = expand_cells(grid)
     assert len(cells) == 2 * (1 + 3 * 4 * 3)              # per backbone: zero-shot + 3 mixtures x 4 samplers x 3 seeds
-    assert grid.train_datasets[0] == {"train": "mmarco,wikiqa,natural-questions", "evaluate": ["xquad-r", "mlqa-r"]}
+    assert grid.train_datasets[0] == {"train": "mmarco,wikiqa,natural-questions,duorc,newsqa,mr-tydi-en,mfaq-en", "evaluate": ["xquad-r", "mlqa-r"]}
     for cell in cells:
         if cell.train_run:                                # never evaluated on what it trained on
             assert not {d for d, _ in cell.eval_runs} & set(cell.train_sources.split(","))

@@ -1,7 +1,7 @@
 """Feasibility of params/grid-paper.yaml: every training cell's data, samplers and validation build at
 the grid's batch size (100), and two steps of it train with the tiny backbone: on the real LAReQA files
-for the LAReQA mixtures, on generated fixture mirrors of mMARCO, WikiQA and Natural Questions (tests/source_fixtures.py,
-their real formats, translated by tiny-mt) for the paper's mix.
+for the LAReQA mixtures, on generated fixture mirrors of mMARCO and of every QA set of the paper's mix
+(tests/source_fixtures.py, their real formats, translated by tiny-mt) for the paper's mix.
 
 The premise: MLQA-R's held-out ids per language are fewer than 100 for some languages, which made a
 validation sampler at the training batch size fail before ``validation_batch_size`` existed."""
@@ -17,7 +17,7 @@ from lib.grid import load_grid, plan_jobs
 from lib.io import read_json
 from lib.train import TrainConfig, train
 from lib.trainer import load_training_groups
-from tests.source_fixtures import write_source_mirror
+from tests.source_fixtures import QA_FIXTURES, write_source_mirror
 
 
 
@@ -36,7 +36,8 @@ def paper_train_cells() -> list[dict]:
 
 
 # fixture sizes: every language of each source keeps at least 100 training ids (batch 100, mono sampler)
-MMARCO_QUERIES, WIKIQA_QUESTIONS, NQ_QUESTIONS = 150, 150, 150
+MMARCO_QUERIES, WIKIQA_QUESTIONS, NQ_QUESTIONS, QA_QUESTIONS = 150, 150, 150, 150   # QA: each of QA_FIXTURES
+PAPER_MIX = load_grid("grid-paper").train_datasets[0]["train"]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,8 @@ def groups_by_sources(lareqa_dir, tmp_path_factory):
     sources from fixture mirrors, translated by tiny-mt instead of NLLB)."""
     root = tmp_path_factory.mktemp("sources")
     patch = pytest.MonkeyPatch()
-    patch.setenv("HBT_SOURCES_DIR", str(write_source_mirror(root / "mirror", MMARCO_QUERIES, WIKIQA_QUESTIONS, NQ_QUESTIONS)))
+    patch.setenv("HBT_SOURCES_DIR", str(write_source_mirror(root / "mirror", MMARCO_QUERIES, WIKIQA_QUESTIONS, NQ_QUESTIONS,
+                                                                 QA_QUESTIONS)))
     patch.setenv("HBT_CACHE", str(root / "cache"))
     found = {}
     try:
@@ -61,10 +63,11 @@ def groups_by_sources(lareqa_dir, tmp_path_factory):
 
 
 def test_the_paper_mix_is_a_cell_with_every_training_language(groups_by_sources):
-    train_groups, held_out = groups_by_sources["mmarco,wikiqa,natural-questions"]
-    assert {g.source for g in train_groups} == {"mmarco", "wikiqa", "natural-questions"}
-    # the last wikiqa question has no answer
-    assert len(train_groups) + len(held_out) == MMARCO_QUERIES + WIKIQA_QUESTIONS - 1 + NQ_QUESTIONS
+    train_groups, held_out = groups_by_sources[PAPER_MIX]
+    assert {g.source for g in train_groups} == set(PAPER_MIX.split(",")) == {"mmarco", "wikiqa", "natural-questions", *QA_FIXTURES}
+    # the last wikiqa question and the last duorc question have no answer
+    assert len(train_groups) + len(held_out) == (MMARCO_QUERIES + WIKIQA_QUESTIONS - 1 + NQ_QUESTIONS
+                                                 + len(QA_FIXTURES) * QA_QUESTIONS - 1)
     languages = {lang for g in train_groups for lang in g.languages}
     assert languages == {"en", "ar", "zh", "de", "es", "ru", "hi", "th", "tr"}
 

@@ -1,5 +1,6 @@
 """The smoke paper grid (params/grid-paper-smoke.yaml) end to end, offline on CPU: the paper's training
-mix (mmarco in seven languages + wikiqa and natural-questions translated into eight) from generated
+mix (mmarco in seven languages + wikiqa, natural-questions, duorc, newsqa, mr-tydi-en and mfaq-en
+translated into eight) from generated
 fixture mirrors in their real formats, translated by the random ``tiny-mt`` model, four samplers x
 tiny backbone, evaluated on XQuAD-R, bias, report. Each notebook's library calls run in process
 (tests.test_grid.in_process)."""
@@ -37,9 +38,10 @@ def test_smoke_paper_grid_trains_on_the_paper_mix_and_reports(tmp_path, monkeypa
     assert len(trained) == 4
     for run in trained:
         config, metrics = read_json(outputs_dir() / run / "config.json"), read_json(outputs_dir() / run / "metrics.json")
-        assert config["train_sources"] == "mmarco,wikiqa,natural-questions" and config["translation_model"] == "tiny-mt"
-        # 24 mmarco queries + 15 answered wikiqa questions + 16 NQ pairs, 10% held out by question id
-        assert metrics["train_groups"] + metrics["validation_groups"] == 24 + 15 + 16
+        assert config["train_sources"] == "mmarco,wikiqa,natural-questions,duorc,newsqa,mr-tydi-en,mfaq-en" and config["translation_model"] == "tiny-mt"
+        # 24 mmarco queries + 15 answered wikiqa questions + 16 NQ pairs + 15 answered duorc questions
+        # + 16 each of newsqa, mr-tydi-en and mfaq-en; 10% held out by question id
+        assert metrics["train_groups"] + metrics["validation_groups"] == 24 + 15 + 16 + 15 + 3 * 16
         assert metrics["steps"] == 2 and math.isfinite(metrics["best_val_loss"])
     results = pd.read_csv(outputs_dir() / "report-paper-smoke" / "results.csv")
     assert set(results.status) == {"complete"} and len(results) == 5           # zero-shot + four samplers

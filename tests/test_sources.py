@@ -1,6 +1,7 @@
 """The training-source registry (lib.sources): every YAML loads; the hub-qa adapter on fixture rows in
-WikiQA's real format (question_id, question, document_title, answer, label 0/1; parquet), translated by
-a stand-in translator; mMARCO from a local mirror of its repository layout, through TrainConfig."""
+each set's real format (WikiQA, Natural Questions, Yahoo Answers QA, DuoRC, NewsQA, Mr. TyDi, MFAQ:
+parquet, JSONL, gzip JSONL, nested fields), translated by a stand-in translator; mMARCO from a local
+mirror of its repository layout, through TrainConfig."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 import torch
 
 from lib.data import DataError
-from lib.sources import available_sources, get_source, load_source_groups
+from lib.sources import available_sources, get_source, load_source_groups, qa_groups
 from lib.train import TrainConfig, train
 from lib.training_data import lareqa_groups
-from tests.source_fixtures import write_mmarco_mirror
+from tests.source_fixtures import (duorc_rows, mfaq_records, mr_tydi_records, newsqa_rows, write_hub_rows,
+                                   write_mmarco_mirror)
 
 
 def test_registry_holds_the_paper_sources_and_each_entry_is_valid():
@@ -127,3 +129,75 @@ def test_yahoo_answers_qa_rows_one_group_per_question_without_negatives(tmp_path
     monkeypatch.delenv("HBT_SOURCES_DIR")
     with pytest.raises(DataError, match="no pinned revision"):
         load_source_groups("yahoo-answers-qa", translator=fake_translator)
+
+
+PAPER_QA_SETS = ["duorc", "newsqa", "mr-tydi-en", "mfaq-en"]   # EntityQuestions: no passages published
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    monkeypatch.setenv("HBT_SOURCES_DIR", str(tmp_path / "mirror"))
+    return tmp_path / "mirror"
+
+
+def test_the_paper_qa_sets_are_registered_pinned_and_translated_into_the_nine_languages():
+    for name in PAPER_QA_SETS:
+        source = get_source(name)
+        assert len(source.revision) == 40 and int(source.revision, 16) >= 0
+        assert source.translate_to == ["ar", "zh", "de", "es", "hi", "ru", "th", "tr"]
+    assert not any("entity" in name for name in available_sources())
+
+
+def test_duorc_pairs_questions_with_their_plot_and_drops_unanswerable_ones(mirror):
+    write_hub_rows(mirror, "duorc", duorc_rows(3))
+    groups = load_source_groups("duorc", translator=fake_translator)
+    assert [g.qid for g in groups] == ["duorc:duorc-q0", "duorc:duorc-q1"]      # duorc-q2: no_answer
+    assert groups[0].positives["en"] == groups[1].positives["en"] == duorc_rows(3)[0]["plot"]
+    assert groups[1].queries == {"en": "who leaves home in film 0, part 1?",
+                                 **{lang: f"[{lang}] who leaves home in film 0, part 1?"
+                                    for lang in get_source("duorc").translate_to}}
+    assert groups[0].negatives == {}
+
+
+def test_newsqa_rows_are_numbered_questions_on_their_article(mirror):
+    write_hub_rows(mirror, "newsqa", newsqa_rows(3))
+    groups = load_source_groups("newsqa", translator=fake_translator)
+    assert [g.qid for g in groups] == ["newsqa:0", "newsqa:1", "newsqa:2"]
+    assert groups[2].positives["en"] == newsqa_rows(3)[2]["context"] != groups[0].positives["en"]
+    assert groups[2].positives["zh"] == "[zh] " + newsqa_rows(3)[2]["context"] and groups[2].negatives == {}
+
+
+def test_mr_tydi_takes_the_first_positive_passage_and_the_bm25_negatives(mirror):
+    path = write_hub_rows(mirror, "mr-tydi-en", mr_tydi_records(3))
+    assert path.name == "train.jsonl.gz"
+    groups = load_source_groups("mr-tydi-en", max_negatives=1, translator=fake_translator)
+    assert [g.qid for g in groups] == ["mr-tydi-en:0", "mr-tydi-en:1", "mr-tydi-en:2"]
+    assert groups[1].positives["en"] == "The city 1 was founded in 1801."
+    assert groups[1].negatives["en"] == ["Another river 1 is mentioned here (7)."]
+    assert groups[1].negatives["th"] == ["[th] Another river 1 is mentioned here (7)."]
+    assert groups[2].negatives == {}                                   # a query without negatives
+    two = load_source_groups("mr-tydi-en", max_negatives=3, translator=fake_translator)
+    assert len(two[0].negatives["en"]) == 2
+
+
+def test_nested_fields_read_from_parquet_lists_of_structs_too(tmp_path):
+    """Parquet returns a list of structs as a numpy array of dicts, JSONL as a list."""
+    pd.DataFrame(mr_tydi_records(2)).to_parquet(tmp_path / "rows.parquet")
+    groups = qa_groups(get_source("mr-tydi-en"), pd.read_parquet(tmp_path / "rows.parquet"), max_negatives=2)
+    assert groups[0].positives["en"] == "The river 0 was founded in 1800."
+    assert groups[0].negatives["en"] == ["Another book 0 is mentioned here (7).", "Another river 0 is mentioned here (8)."]
+
+
+def test_mfaq_explodes_each_page_into_one_group_per_pair(mirror):
+    write_hub_rows(mirror, "mfaq-en", mfaq_records(3))               # pages of 2 and 1 pairs
+    groups = load_source_groups("mfaq-en", translator=fake_translator)
+    assert [g.qid for g in groups] == ["mfaq-en:0", "mfaq-en:1", "mfaq-en:2"]
+    assert groups[1].queries["en"] == "How do I book the city tour 1?"
+    assert groups[1].positives["en"] == "Book tour 1 online or at the desk." and groups[1].negatives == {}
+    assert groups[2].positives["es"] == "[es] Book tour 2 online or at the desk."
+
+
+def test_a_nested_source_whose_rows_lack_the_list_column_names_the_fix(tmp_path):
+    rows = pd.DataFrame({"id": [1], "question": ["q?"], "answer": ["a."]})
+    with pytest.raises(DataError, match="explode column 'qa_pairs'.*params/sources/mfaq-en.yaml"):
+        qa_groups(get_source("mfaq-en"), rows)
