@@ -52,7 +52,7 @@ What 06_report shows is built by :mod:`lib.gather` (results) and :mod:`lib.repor
     run_grid(grid)                            # or: python -m lib.grid params/grid-smoke.yaml
     python -m lib.grid params/grid.yaml --dry-run   # the jobs and the time estimate
 
-About 600 lines: a grid file's schema, its checks and the plan of every job kind (train, merge,
+About 640 lines: a grid file's schema, its checks and the plan of every job kind (train, merge,
 evaluate, bias, report) are one format read in one place; the weight-space and debias systems
 (``lib.grid_systems``), the execution (``lib.scheduler``, ``lib.notebooks``) and the report are
 already apart. A next split would move the ``--dry-run`` estimate and listing out.
