@@ -35,6 +35,9 @@ from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
 from lib.validation import ParameterError, check_range, coerce
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
+# what a grid's report reads of each LAReQA run (lib.gather); its tables, tests and verdict are lib.report's
+LAREQA_REPORT_METRICS = ("mono map", "cross map", "multi map", "mono map@20", "cross map@20", "multi map@20",
+                         "mono recall@1", "cross recall@1", "multi recall@10", "multi rank_distance")
 
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
@@ -105,7 +108,7 @@ def _lareqa_run_suffix(request: EvaluationRequest) -> str:
     return "" if request.candidate_context == "sentence" else f"-{request.candidate_context}"
 
 
-@register_evaluator(*LAREQA_DATASETS, run_suffix=_lareqa_run_suffix)
+@register_evaluator(*LAREQA_DATASETS, run_suffix=_lareqa_run_suffix, report_metrics=LAREQA_REPORT_METRICS)
 def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict[str, Any]]:
     data = load_lareqa(request.dataset, languages=request.languages, candidate_context=request.candidate_context,
                        data_dir=request.data_dir, max_questions=request.max_questions)

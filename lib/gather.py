@@ -1,9 +1,11 @@
 """Gather a grid's results: one row per (cell, evaluation dataset) from each run's files.
 
-:func:`grid_results` reads every complete evaluation's ``metrics.json`` (summary metrics; complete:
-the marker of ``lib.completion``, never a ``metrics.json`` alone), its bias run
-(``bias-<run>``: the rates of :mod:`lib.bias`) and its training run (steps, time, validation
-loss); :func:`add_language_split` adds mAP over the languages seen and unseen in training.
+:func:`grid_results` reads every complete evaluation's ``metrics.json`` (complete: the marker of
+``lib.completion``, never a ``metrics.json`` alone; the summary metrics its dataset's evaluator
+declares, :func:`summary_metrics`: LAReQA's mAP, recall and rank distance, MIRACL's nDCG@10 and
+Recall@100, Tatoeba's accuracies), its bias run (``bias-<run>``, LAReQA only: the rates of
+:mod:`lib.bias`) and its training run (steps, time, validation loss); :func:`add_language_split`
+adds mAP over the languages seen and unseen in training.
 The tables built from these rows are :mod:`lib.report`'s.
 """
 
@@ -18,14 +20,15 @@ import pandas as pd
 
 from lib.bias import run_label
 from lib.completion import is_complete
+from lib.evaluate import LAREQA_REPORT_METRICS
+from lib.results import EVALUATORS
 from lib.sources import source_languages
 from lib.grid import ZERO_SHOT, Grid, cell_table
 from lib.io import outputs_dir, read_json
 from lib.naming import bias_run_name, debias_system_name, system_name
 from lib.retrieval import SETTINGS
 
-SUMMARY_METRICS = ["mono map", "cross map", "multi map", "mono map@20", "cross map@20", "multi map@20",
-                   "mono recall@1", "cross recall@1", "multi recall@10", "multi rank_distance"]
+SUMMARY_METRICS = list(LAREQA_REPORT_METRICS)      # LAReQA's: the tables, tests and verdict of lib.report
 BIAS_METRICS = ["same_language_first", "chance", "strong_alignment", "same_language_distractor",
                 "top_k_same_language", "top_k_hits_same_language", "pool_same_language"]
 
@@ -68,6 +71,13 @@ def evaluation_complete(run: str) -> bool:
     return bool(parent) and is_complete(outputs_dir() / parent)
 
 
+def summary_metrics(dataset: str | None) -> list[str]:
+    """The summary keys a report reads of one evaluation: its evaluator's ``report_metrics``
+    (``lib.results`` registry), LAReQA's for a run whose dataset is not registered."""
+    evaluator = EVALUATORS.get(str(dataset))
+    return list(evaluator.report_metrics) if evaluator is not None else SUMMARY_METRICS
+
+
 def _given(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value)) and value != ""
 
@@ -92,7 +102,7 @@ def grid_results(grid: Grid | None, extra_runs: Sequence[str] = ()) -> pd.DataFr
             row.update(n_questions=config.get("n_questions"), n_candidates=config.get("n_candidates"))
         if row["status"] == "complete":
             metrics = read_json(path)
-            row.update({k: metrics.get("summary", {}).get(k) for k in SUMMARY_METRICS})
+            row.update({k: metrics.get("summary", {}).get(k) for k in summary_metrics(row.get("dataset"))})
             row["eval_s"] = (metrics.get("timings") or {}).get("total_s")
         bias_run = row["bias_run"] if _given(row.get("bias_run")) else bias_run_name(row["eval_run"])
         bias_path = outputs_dir() / bias_run / "metrics.json"

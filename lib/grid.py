@@ -2,7 +2,11 @@
 
 ``python -m lib.grid params/grid.yaml`` expands a grid file into cells and runs, for each cell,
 ``03_train`` -> ``04_evaluate`` on every evaluation dataset (backbone = the trained model
-folder) -> ``05_bias`` on each evaluation, and ends with ``06_report`` over the whole grid.
+folder) -> ``05_bias`` on each LAReQA evaluation, and ends with ``06_report`` over the whole grid.
+Any dataset with a registered evaluator (``lib.evaluate.DATASETS``: xquad-r, mlqa-r, miracl,
+tatoeba) can be evaluated; bias runs, debias variants and the samplers' comparisons need LAReQA's
+parallel pool (:func:`analyses_bias`), so MIRACL and Tatoeba runs are evaluations only, and the
+report shows them in a descriptive table per dataset.
 Every notebook runs through :mod:`lib.notebooks` (papermill), so complete runs are skipped and an
 interrupted training run resumes from its checkpoint when the grid is started again. One
 scheduler (:func:`lib.scheduler.run_jobs`) runs the jobs: ``--workers 1`` (the default) one after
@@ -16,24 +20,27 @@ A grid file (``params/grid*.yaml``) lists::
     seeds_by_sampler: {en: [0]}               # ... unless overridden here
     alphas: [0.5]                             # hybrid only
     train_datasets: [mlqa-r]                  # each entry one training mixture ("mlqa-r,xquad-r") ...
-    eval_datasets: [xquad-r]                  # ... evaluated on these, unless the entry says
+    eval_datasets: [xquad-r, miracl]          # ... evaluated on these, unless the entry says
                                               # {train: xquad-r, evaluate: [mlqa-r]}
     candidate_context: sentence               # candidates of every evaluation: sentence | paragraph
     zero_shot: true                           # add the untrained backbone (one cell per backbone), or
     zero_shot: {eval_datasets: [xquad-r, mlqa-r], candidate_contexts: [sentence, paragraph]}
                                               # ... on these datasets x candidate contexts
     train: {steps: 60, batch_size: 32, ...}   # fixed fields of lib.train.TrainConfig (03_train)
-    evaluate: {batch_size: 64, ...}           # fixed parameters of 04_evaluate
+    evaluate: {batch_size: 64, ...}           # fixed parameters of 04_evaluate, for every dataset: each
+                                              # evaluator ignores what is not its own (index: MIRACL's;
+                                              # max_questions, run_depth: LAReQA's); languages limits all
     bias: {top_k: 10}                         # fixed parameters of 05_bias
     report: {run: report, resamples: 10000}   # 06_report's output folder and parameters
-    debias: [none, center-pool]               # lib.debias variants of every evaluation (same embeddings)
+    debias: [none, center-pool]               # lib.debias variants of every LAReQA evaluation (same embeddings)
     wise_ft: {lambdas: [0.5]}                 # WiSE-FT of each trained model (lib.grid_systems) ...
     soups: [[mono, cross]]                    # ... and uniform soups per seed, each evaluated
 
 Cells = backbones x training mixtures x (sampler, alpha, seed); run names come from
 :mod:`lib.naming` (``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``, ``eval-<training run>-<dataset>``,
 ``zeroshot-<backbone>-<dataset>-<candidate context>``, ``bias-<evaluation run>``, and the samplers
-side by side ``bias-<grid>-<backbone>-<sources>-<dataset>``).
+side by side ``bias-<grid>-<backbone>-<sources>-<dataset>``). Candidate contexts are LAReQA's; a
+zero-shot MIRACL or Tatoeba run is made once, under the first context.
 
 A complete run (its ``metrics.json`` exists) is skipped only if the parameters it was executed
 with (papermill records them in the executed notebook) agree with the grid's; otherwise the grid
@@ -45,7 +52,7 @@ What 06_report shows is built by :mod:`lib.gather` (results) and :mod:`lib.repor
     run_grid(grid)                            # or: python -m lib.grid params/grid-smoke.yaml
     python -m lib.grid params/grid.yaml --dry-run   # the jobs and the time estimate
 
-About 600 lines: a grid file's schema, its checks and the plan of every job kind (train, merge,
+About 640 lines: a grid file's schema, its checks and the plan of every job kind (train, merge,
 evaluate, bias, report) are one format read in one place; the weight-space and debias systems
 (``lib.grid_systems``), the execution (``lib.scheduler``, ``lib.notebooks``) and the report are
 already apart. A next split would move the ``--dry-run`` estimate and listing out.
@@ -69,7 +76,7 @@ from lib.backbones import BackboneError, available_backbones
 from lib.cli import run_cli
 from lib.data import CANDIDATE_CONTEXTS
 from lib.downloads import download_table
-from lib.evaluate import LAREQA_DATASETS
+from lib.evaluate import DATASETS, LAREQA_DATASETS
 from lib.grid_systems import MERGE_JOB, GridSystemsError, check_weight_space, debias_variants, weight_systems
 from lib.io import PROJECT_ROOT, outputs_dir, read_yaml_mapping, run_dir, write_json, write_text
 from lib.naming import (bias_run_name, comparison_run_name, debias_run_name, debias_system_name, eval_run_name,
@@ -135,13 +142,15 @@ class Grid:
     def zero_shot_evaluations(self) -> list[tuple[str, list[str]]]:
         """``[(candidate context, [datasets])]`` of the untrained backbone: ``zero_shot: true`` means
         every evaluated dataset with the grid's ``candidate_context``; a mapping names its own
-        ``eval_datasets`` and ``candidate_contexts``."""
+        ``eval_datasets`` and ``candidate_contexts``. Candidate contexts are LAReQA's: another
+        dataset (MIRACL, Tatoeba) is evaluated once, with the first context."""
         if not self.zero_shot:
             return []
         block = self.zero_shot if isinstance(self.zero_shot, dict) else {}
         datasets = [str(d) for d in block.get("eval_datasets") or self.evaluated_datasets]
         contexts = [str(c) for c in block.get("candidate_contexts") or [self.candidate_context]]
-        return [(context, datasets) for context in contexts]
+        return [(context, [d for d in datasets if d in LAREQA_DATASETS or context == contexts[0]])
+                for context in contexts]
 
 
 # parameters a grid sets itself, per notebook: the fixed sections may not override them
@@ -248,17 +257,13 @@ def validate_grid(grid: Grid) -> None:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= float(alpha) <= 1:
             raise GridError(f"{where}: alpha {alpha!r} must lie in [0, 1]")
     if not grid.eval_datasets:
-        raise GridError(f"{where}: eval_datasets is empty; expected some of {LAREQA_DATASETS}")
-    for dataset in grid.eval_datasets:
-        if dataset not in LAREQA_DATASETS:
-            raise GridError(f"{where}: unknown evaluation dataset {dataset!r}; expected one of {LAREQA_DATASETS}")
+        raise GridError(f"{where}: eval_datasets is empty; expected some of {DATASETS}")
+    _check_datasets(where, "evaluation", grid.eval_datasets)
     for mixture in grid.train_datasets:
         sources = [s for s in mixture["train"].split(",") if s]
         if not sources:
             raise GridError(f"{where}: empty training mixture in train_datasets")
-        for dataset in mixture["evaluate"]:
-            if dataset not in LAREQA_DATASETS:
-                raise GridError(f"{where}: unknown evaluation dataset {dataset!r}; expected one of {LAREQA_DATASETS}")
+        _check_datasets(where, "evaluation", mixture["evaluate"])
         overlap = sorted(set(sources) & set(mixture["evaluate"]))
         if overlap:
             raise GridError(f"{where}: training mixture {mixture['train']!r} is evaluated on {overlap}, which it "
@@ -267,10 +272,7 @@ def validate_grid(grid: Grid) -> None:
     for context in [grid.candidate_context, *zero_shot_contexts]:
         if context not in CANDIDATE_CONTEXTS:
             raise GridError(f"{where}: candidate context {context!r}: expected one of {CANDIDATE_CONTEXTS}")
-    for dataset in (d for _, datasets in grid.zero_shot_evaluations() for d in datasets):
-        if dataset not in LAREQA_DATASETS:
-            raise GridError(f"{where}: unknown zero-shot evaluation dataset {dataset!r}; expected one of "
-                            f"{LAREQA_DATASETS}")
+    _check_datasets(where, "zero-shot evaluation", [d for _, datasets in grid.zero_shot_evaluations() for d in datasets])
     unknown = sorted(set(grid.train) - set(TRAIN_FIELDS))
     if unknown:
         raise GridError(f"{where}: train sets {unknown}, which are not fields of lib.train.TrainConfig; "
@@ -297,8 +299,27 @@ def validate_grid(grid: Grid) -> None:
                 raise GridError(f"{where}: training run {job.run}: {error}") from None
 
 
+def _check_datasets(where: str, what: str, datasets: Sequence[str]) -> None:
+    """Every dataset has a registered evaluator (``lib.results``; ``lib.evaluate.DATASETS``)."""
+    for dataset in datasets:
+        if dataset not in DATASETS:
+            raise GridError(f"{where}: unknown {what} dataset {dataset!r}; expected one of {DATASETS} "
+                            "(evaluators registered in lib.results)")
+
+
 # --------------------------------------------------------------------------------------------
 # cells and jobs
+
+
+def analyses_bias(dataset: str) -> bool:
+    """05_bias (``lib.bias``) and the ``lib.debias`` variants need LAReQA's multilingual pool of
+    parallel candidates: other datasets (MIRACL, Tatoeba) are evaluated, not analysed for bias."""
+    return dataset in LAREQA_DATASETS
+
+
+def debias_variants_of(grid: Grid, dataset: str) -> list[str]:
+    """The grid's ``debias`` variants on a LAReQA dataset; ``["none"]`` elsewhere (lib.evaluate refuses them)."""
+    return list(grid.debias) if analyses_bias(dataset) else ["none"]
 
 
 @dataclass(frozen=True)
@@ -365,7 +386,8 @@ def expand_cells(grid: Grid) -> list[Cell]:
 
 
 def plan_jobs(grid: Grid) -> list[Job]:
-    """Every notebook execution of the grid, in order: per cell train, evaluations, bias; then report."""
+    """Every notebook execution of the grid, in order: per cell train, evaluations, bias (LAReQA
+    datasets only, :func:`analyses_bias`); then the samplers' comparisons and the report."""
     jobs = []
     for cell in expand_cells(grid):
         if cell.merged:
@@ -382,12 +404,14 @@ def plan_jobs(grid: Grid) -> list[Job]:
             jobs.append(Job("train", NOTEBOOKS["train"], cell.train_run, parameters, cell))
         for dataset, eval_run in cell.eval_runs:
             backbone = (str(outputs_dir() / cell.train_run / grid.model_folder) if cell.train_run else cell.backbone)
-            debias = {"debias": ",".join(grid.debias)} if len(grid.debias) > 1 else {}
+            variants = debias_variants_of(grid, dataset)
+            debias = {"debias": ",".join(variants)} if len(variants) > 1 else {}
             jobs.append(Job("evaluate", NOTEBOOKS["evaluate"], eval_run,
                             {"backbone": backbone, "dataset": dataset, "candidate_context": cell.candidate_context,
                              **grid.evaluate, **debias}, cell, dataset, needs=(cell.train_run,) if cell.train_run else ()))
-            jobs.append(Job("bias", NOTEBOOKS["bias"], bias_run_name(eval_run), {"runs": eval_run, **grid.bias},
-                            cell, dataset, needs=(eval_run,)))
+            if analyses_bias(dataset):
+                jobs.append(Job("bias", NOTEBOOKS["bias"], bias_run_name(eval_run), {"runs": eval_run, **grid.bias},
+                                cell, dataset, needs=(eval_run,)))
     jobs += comparison_jobs(grid)
     report = {k: v for k, v in grid.report.items() if k != "run"}
     jobs.append(Job("report", NOTEBOOKS["report"], grid.report_run, {"grid": _grid_reference(grid), **report}))
@@ -395,8 +419,8 @@ def plan_jobs(grid: Grid) -> list[Job]:
 
 
 def comparison_jobs(grid: Grid) -> list[Job]:
-    """One ``05_bias`` comparison per (backbone, training mixture, dataset): the zero-shot run and
-    the first seed of every sampler side by side (figures of the samplers against each other)."""
+    """One ``05_bias`` comparison per (backbone, training mixture, LAReQA dataset): the zero-shot run
+    and the first seed of every sampler side by side (figures of the samplers against each other)."""
     jobs = []
     cells = expand_cells(grid)
     for backbone in grid.backbones:
@@ -405,7 +429,7 @@ def comparison_jobs(grid: Grid) -> list[Job]:
         for mixture in grid.train_datasets:
             trained = [c for c in cells if c.backbone == backbone and c.train_sources == mixture["train"]
                        and c.method == "sampler"]
-            for dataset in mixture["evaluate"]:
+            for dataset in filter(analyses_bias, mixture["evaluate"]):
                 runs, systems = [zero_shot[dataset]] if dataset in zero_shot else [], set()
                 for cell in sorted(trained, key=lambda c: c.seed):    # each system's first seed
                     if cell.system not in systems:
@@ -432,17 +456,19 @@ def cell_table(grid: Grid) -> pd.DataFrame:
     """One row per (cell, evaluation dataset, debias variant): the configuration and its run names.
 
     ``base_system`` is the system before debiasing (``system`` adds `` + <variant>``), ``method``
-    sampler | wise-ft | soup; a variant's bias run is the evaluation's (05_bias runs on ``none``).
+    sampler | wise-ft | soup; a variant's bias run is the evaluation's (05_bias runs on ``none``);
+    datasets other than LAReQA's have neither variants nor a bias run.
     """
     rows = []
     for cell in expand_cells(grid):
         for dataset, eval_run in cell.eval_runs:
-            for variant in grid.debias:
+            for variant in debias_variants_of(grid, dataset):
                 rows.append({"backbone": cell.backbone, "system": debias_system_name(cell.system, variant),
                              "sampler": cell.sampler, "alpha": cell.alpha, "seed": cell.seed,
                              "train_sources": cell.train_sources, "dataset": dataset, "train_run": cell.train_run,
                              "eval_run": debias_run_name(eval_run, variant), "bias_run": bias_run_name(eval_run)
-                             if variant == "none" else None, "base_system": cell.system, "method": cell.method,
+                             if variant == "none" and analyses_bias(dataset) else None,
+                             "base_system": cell.system, "method": cell.method,
                              "debias": variant, "transductive": variant.endswith("-transductive")})
     return pd.DataFrame(rows)
 
@@ -566,6 +592,24 @@ def estimate_seconds(grid: Grid) -> pd.DataFrame:
 # command line
 
 
+def dry_run(grid: Grid) -> None:
+    """``--dry-run``: every job with its estimate, the totals, and the downloads the registries
+    declare for the grid's backbones, training sources and every dataset some job evaluates."""
+    table = estimate_seconds(grid)
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(table.to_string(index=False))
+    print(f"{len(table)} jobs, {len(expand_cells(grid))} cells; estimate {table.estimate_s.sum() / 3600:.2f} h "
+          f"in all, {table.remaining_s.sum() / 3600:.2f} h remaining")
+    sources = [s for mixture in grid.train_datasets for s in mixture["train"].split(",")]
+    evaluated = list(dict.fromkeys(job.dataset for job in plan_jobs(grid) if job.kind == "evaluate"))
+    downloads = download_table(grid.backbones, sources, evaluated, grid.train.get("translation_model"))
+    if len(downloads):
+        print(downloads.to_string(index=False, na_rep="unknown"))
+        unknown = downloads[downloads.gb.isna()].name.tolist()
+        print(f"downloads: {downloads.gb.sum():.1f} GB declared"
+              + (f", {len(unknown)} of unknown size ({', '.join(unknown)})" if unknown else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("grid", help="grid file, e.g. params/grid.yaml")
@@ -582,17 +626,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     grid = load_grid(args.grid)
     if args.dry_run:
-        table = estimate_seconds(grid)
-        with pd.option_context("display.max_rows", None, "display.width", 200):
-            print(table.to_string(index=False))
-        print(f"{len(table)} jobs, {len(expand_cells(grid))} cells; estimate {table.estimate_s.sum() / 3600:.2f} h "
-              f"in all, {table.remaining_s.sum() / 3600:.2f} h remaining")
-        sources = [s for mixture in grid.train_datasets for s in mixture["train"].split(",")]
-        downloads = download_table(grid.backbones, sources, grid.eval_datasets, grid.train.get("translation_model"))
-        if len(downloads):
-            print(downloads.to_string(index=False, na_rep="unknown"))
-            print(f"downloads: {downloads.gb.sum():.1f} GB declared"
-                  + (f", {int(downloads.gb.isna().sum())} of unknown size" if downloads.gb.isna().any() else ""))
+        dry_run(grid)
         return
     devices = [d for d in args.devices.split(",") if d] if args.devices is not None else None
     run_grid(grid, force=args.force, keep_going=args.keep_going, kinds=tuple(args.only.split(",")),

@@ -301,7 +301,11 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
                       per_query=pd.concat(per_query_tables, ignore_index=True), timings=timings)
 
 
-@register_evaluator("miracl")
+# what a grid's report shows of each run (lib.gather, lib.report), the paper's two metrics first
+REPORT_METRICS = ("ndcg@10_mean", "recall@100_mean", "ndcg@10_median", "recall@100_median")
+
+
+@register_evaluator("miracl", report_metrics=REPORT_METRICS)
 def _evaluate_miracl_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
     """``lib.evaluate.run_evaluation``'s MIRACL: the paper's 15 languages unless ``languages``."""
     evaluation = evaluate_miracl(model, request.languages or PAPER_LANGUAGES, data_dir=request.data_dir,

@@ -3,7 +3,9 @@
 :func:`build_report` turns the gathered rows into :func:`seed_summary` (mean, std, n over seeds)
 -> the paper-style tables (:func:`format_mean_std`), :func:`paper_side_by_side`
 (``lib/reference``), :func:`significance_table` (``lib.significance``) and :func:`hybrid_verdict`
-(the research question); :func:`write_report` writes them, :func:`report_figures` draws them.
+(the research question), all on the LAReQA rows; every other evaluated dataset (MIRACL, Tatoeba)
+gets one descriptive table of its evaluator's summary metrics, mean ± std over seeds
+(:func:`dataset_tables`). :func:`write_report` writes them, :func:`report_figures` draws them.
 The language-pair heatmap of one evaluation (04_evaluate, 05_bias) is here too.
 
     report = build_report("grid-smoke", resamples=1000)
@@ -11,7 +13,7 @@ The language-pair heatmap of one evaluation (04_evaluate, 05_bias) is here too.
     write_report(run_dir("report-smoke"), report, report_figures(report))
     python -m lib.report grid=grid-smoke resamples=1000    # the same (ReportConfig, as 06_report)
 
-About 570 lines: tables, verdict and figures all read the one ``Report`` of a grid; the extended
+About 640 lines: tables, verdict and figures all read the one ``Report`` of a grid; the extended
 question over systems is already apart (``lib.systems_report``).
 """
 
@@ -28,8 +30,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from lib.evaluate import DATASETS, LAREQA_DATASETS
 from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TITLE, SUMMARY_METRICS,
-                        add_language_split, grid_results)
+                        add_language_split, grid_results, summary_metrics)
 from lib.grid import Grid, load_grid
 from lib.io import outputs_dir, run_dir, save_figure, write_json, write_provenance, write_text
 from lib.parameters import param, parse_command_line
@@ -37,6 +40,12 @@ from lib.retrieval import SETTINGS
 from lib.significance import holm, mean_over_seeds, pairwise_comparisons
 from lib.systems_report import EXTENDED_TITLE, extended_comparisons, extended_sentences, tradeoff_figure
 
+# evaluated datasets that are not LAReQA's (MIRACL, Tatoeba): a descriptive table each, no tests
+OTHER_DATASETS = tuple(d for d in DATASETS if d not in LAREQA_DATASETS)
+DATASET_TITLE = "{dataset} (mean ± std over seeds, number of seeds; descriptive, not tested)"
+DATASET_CAPTION = ("{dataset}: the summary metrics its evaluator declares ({metrics}; lib.results), per system, "
+                   "mean ± std over seeds. Descriptive only: the paired and seed-aware tests, the verdicts, the "
+                   "language bias and the seen/unseen split above are LAReQA's.")
 # the paper's model names for our registry backbones (lib/reference/paper_2408.10536.csv)
 PAPER_MODELS = {"xlmr-base": "xlmr", "labse": "labse"}
 PAPER_SAMPLERS = {"mono": "mono", "cross": "cross", "hybrid a=0.5": "hybrid"}
@@ -145,6 +154,34 @@ def significance_table(results: pd.DataFrame, metric: str = "map", settings: Seq
     return table[front + [c for c in table.columns if c not in front]]
 
 
+def split_datasets(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(LAReQA rows, rows of OTHER_DATASETS)``; a row of an unregistered dataset stays with LAReQA's."""
+    if "dataset" not in results:
+        return results, pd.DataFrame(columns=[*results.columns, "dataset"])
+    other = results.dataset.isin(OTHER_DATASETS)
+    return results[~other], results[other]
+
+
+def dataset_tables(results: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[str, str], list[pd.DataFrame]]:
+    """One table per evaluated dataset other than LAReQA's: rows (backbone, training mixture, system:
+    sampler, zero-shot or merged), columns the summary metrics its evaluator declares
+    (:func:`lib.gather.summary_metrics`), cells mean ± std over seeds (:func:`format_mean_std`).
+    Returns the tables and their captions by title (``DATASET_TITLE``), and their seed summaries."""
+    tables, captions, summaries = {}, {}, []
+    _, others = split_datasets(results)
+    for dataset, rows in others.groupby("dataset", sort=False):
+        metrics = summary_metrics(dataset)
+        summary = seed_summary(rows, metrics)
+        table = format_mean_std(summary, metrics)
+        if isinstance(table.index, pd.MultiIndex):
+            table = table.droplevel("dataset")
+        title = DATASET_TITLE.format(dataset=dataset)
+        tables[title] = table
+        captions[title] = DATASET_CAPTION.format(dataset=dataset, metrics=", ".join(metrics))
+        summaries.append(summary)
+    return tables, captions, summaries
+
+
 @dataclass
 class Report:
     """What 06_report shows and writes: the results table and the paper-style tables built from it."""
@@ -156,6 +193,7 @@ class Report:
     significance: pd.DataFrame                # significance_table(results)
     missing: list[str] = field(default_factory=list)
     extended: pd.DataFrame = field(default_factory=pd.DataFrame)   # lib.systems_report.extended_comparisons
+    captions: dict[str, str] = field(default_factory=dict)         # title -> what the table is (and is not)
 
     def extended_question(self) -> tuple[pd.DataFrame, list[str]]:
         """The seed-aware comparisons of hybrid with the cheap alternatives and their sentences."""
@@ -177,8 +215,11 @@ class Report:
         return verdict, verdict_sentences(verdict)
 
     def results_overview(self, digits: int = 3) -> pd.DataFrame:
-        """One row per run with its configuration, status and main metrics (``RESULTS_COLUMNS``)."""
-        return self.results[[c for c in RESULTS_COLUMNS if c in self.results.columns]].round(digits)
+        """One row per run with its configuration, status and main metrics (``RESULTS_COLUMNS``, then
+        the primary metric of every other dataset evaluated: MIRACL's nDCG@10, Tatoeba's accuracy)."""
+        _, others = split_datasets(self.results)
+        primary = [summary_metrics(d)[0] for d in others.dataset.unique()] if len(others) else []
+        return self.results[[c for c in [*RESULTS_COLUMNS, *primary] if c in self.results.columns]].round(digits)
 
     def paper_tables(self) -> dict[str, pd.DataFrame]:
         """The paper-style tables by title, without the research question's (see research_question)."""
@@ -305,23 +346,8 @@ def _wide(formatted: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_index(axis=1, level=0, sort_remaining=False)
 
 
-def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), resamples: int = 10_000,
-                 seed: int = 0, significance_metrics: Sequence[str] = ("map", "rank_distance")) -> Report:
-    """Gather every run of a grid (plus ``extra_runs``) into the paper's tables and the tests.
-
-        report = build_report("grid-smoke", resamples=1000)
-        report.tables["mAP"], report.significance
-    """
-    if isinstance(grid, (str, Path)):
-        grid = load_grid(grid) if str(grid) else None  # "": only the extra runs
-    if isinstance(extra_runs, str):
-        extra_runs = [r.strip() for r in extra_runs.split(",") if r.strip()]
-    results = grid_results(grid, extra_runs)
-    if results.empty:
-        results = pd.DataFrame(columns=["backbone", "system", "dataset", "eval_run", "status", "train_sources"])
-    results = add_language_split(results)
-    summary = seed_summary(results, [*SUMMARY_METRICS, *(f"bias {m}" for m in BIAS_METRICS),
-                                     *LANGUAGE_SPLIT_METRICS])
+def _lareqa_tables(summary: pd.DataFrame, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The paper's LAReQA tables from the LAReQA rows' seed summary, ours next to the paper's, the baselines."""
     tables = {
         "mAP (mean ± std over seeds, number of seeds)": _wide(format_mean_std(summary, MAP_METRICS)),
         "Recall and XTREME-R mAP@20": _wide(format_mean_std(summary, RECALL_METRICS)),
@@ -336,28 +362,62 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
     lareqa = load_reference("lareqa")
     tables["LAReQA mBERT baselines (multi mAP, context only)"] = lareqa.pivot_table(
         index="sampler", columns="dataset", values="value")
-    # the samplers' pairwise tests (seeds averaged): the paper's systems only, not debiased or merged ones
+    return tables
+
+
+def _samplers_significance(results: pd.DataFrame, summary: pd.DataFrame, metrics: Sequence[str], resamples: int,
+                           seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The samplers' pairwise tests (seeds averaged; the paper's systems only, not debiased or merged
+    ones), Holm over all of them, and the research question's verdict built on them."""
     samplers_only = results
     if "debias" in results:
         samplers_only = results[results.debias.fillna("none").eq("none")
                                 & results.get("method", pd.Series("sampler", index=results.index)).fillna("sampler")
                                 .isin(["sampler"])]
     significance = [significance_table(samplers_only, metric=m, resamples=resamples, seed=seed,
-                                       settings=SETTINGS_OF.get(m, SETTINGS)) for m in significance_metrics]
+                                       settings=SETTINGS_OF.get(m, SETTINGS)) for m in metrics]
     significance = pd.concat([t for t in significance if len(t)], ignore_index=True) if any(
         len(t) for t in significance) else pd.DataFrame()
-    if len(significance):
-        significance["p_holm"] = holm(significance.p_value.to_numpy())
-        paper_systems = summary.index.get_level_values("system").isin(set(samplers_only.system))
-        verdict = hybrid_verdict(summary[paper_systems], significance)
-        if len(verdict):
-            tables = {VERDICT_TITLE: verdict, **tables}
-    extended = extended_comparisons(results, resamples=resamples, seed=seed)
+    if not len(significance):
+        return significance, pd.DataFrame()
+    significance["p_holm"] = holm(significance.p_value.to_numpy())
+    paper_systems = summary.index.get_level_values("system").isin(set(samplers_only.system))
+    return significance, hybrid_verdict(summary[paper_systems], significance)
+
+
+def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), resamples: int = 10_000,
+                 seed: int = 0, significance_metrics: Sequence[str] = ("map", "rank_distance")) -> Report:
+    """Gather every run of a grid (plus ``extra_runs``) into the paper's tables and the tests.
+
+    The LAReQA rows make the paper's tables, the tests and the verdicts; every other evaluated
+    dataset (MIRACL, Tatoeba) gets one descriptive table (:func:`dataset_tables`).
+
+        report = build_report("grid-smoke", resamples=1000)
+        report.tables["mAP"], report.significance
+    """
+    if isinstance(grid, (str, Path)):
+        grid = load_grid(grid) if str(grid) else None  # "": only the extra runs
+    if isinstance(extra_runs, str):
+        extra_runs = [r.strip() for r in extra_runs.split(",") if r.strip()]
+    results = grid_results(grid, extra_runs)
+    if results.empty:
+        results = pd.DataFrame(columns=["backbone", "system", "dataset", "eval_run", "status", "train_sources"])
+    results = add_language_split(results)
+    lareqa, _ = split_datasets(results)
+    summary = seed_summary(lareqa, [*SUMMARY_METRICS, *(f"bias {m}" for m in BIAS_METRICS), *LANGUAGE_SPLIT_METRICS])
+    tables = _lareqa_tables(summary, lareqa)
+    significance, verdict = _samplers_significance(lareqa, summary, significance_metrics, resamples, seed)
+    if len(verdict):
+        tables = {VERDICT_TITLE: verdict, **tables}
+    extended = extended_comparisons(lareqa, resamples=resamples, seed=seed)
     if len(extended):
         tables = {EXTENDED_TITLE: extended[["question", "dataset", "setting", "metric", "a", "b", "delta", "ci_low",
                                             "ci_high", "p_holm", "p_holm_floor", "p_equivalence", "verdict"]], **tables}
+    others, captions, other_summaries = dataset_tables(results)
+    tables.update(others)
+    summary = pd.concat([summary, *other_summaries]) if other_summaries else summary
     missing = results.loc[results.status == "missing", "eval_run"].tolist()
-    return Report(grid.name if grid else "-", results, summary, tables, significance, missing, extended)
+    return Report(grid.name if grid else "-", results, summary, tables, significance, missing, extended, captions)
 
 
 def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -408,6 +468,8 @@ def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] |
              "over query languages (lib/metrics.py); rank distance: lower is less language-biased.", ""]
     for title, table in report.tables.items():
         lines += [f"## {title}", "", _markdown(table)]
+        if title in report.captions:
+            lines += [report.captions[title], ""]
         if title == VERDICT_TITLE:
             lines += ["delta = hybrid - the better of mono and cross (by mean over seeds); p_holm and effect size "
                       "(Cohen's d_z, positive = hybrid higher) from the paired tests below.", ""]
@@ -494,20 +556,26 @@ def significance_figure(table: pd.DataFrame, title: str = "A - B with 95% bootst
 
 def report_figures(report: Report) -> dict[str, Any]:
     """The report's figures, by file name: the paired differences (when there are tests), mAP and
-    rank distance per sampler (when a run is complete)."""
+    rank distance per sampler (when a LAReQA run is complete), and per other dataset (MIRACL,
+    Tatoeba) its first two summary metrics per system (``<dataset>_per_system``)."""
     figures = {}
     if len(report.significance):
         figures["significance"] = significance_figure(report.significance)
-    if len(report.results) and (report.results.status == "complete").any():
-        plain = report.results                 # the bars: systems without debiasing (the trade-off figure has all)
+    lareqa, others = split_datasets(report.results)
+    if len(lareqa) and (lareqa.status == "complete").any():
+        plain = lareqa                         # the bars: systems without debiasing (the trade-off figure has all)
         if "debias" in plain:
             plain = plain[plain.debias.fillna("none").eq("none")]
         figures["map_per_sampler"] = metric_figure(plain)
         figures["rank_distance_per_sampler"] = metric_figure(plain, ["multi rank_distance"], ylim=None,
                                                              title="rank distance per sampler (lower: less biased)")
-        tradeoff = tradeoff_figure(report.results)
+        tradeoff = tradeoff_figure(lareqa)
         if tradeoff is not None:
             figures["tradeoff"] = tradeoff
+    for dataset, rows in others[others.status == "complete"].groupby("dataset", sort=False):
+        metrics = summary_metrics(dataset)[:2]
+        figures[f"{dataset}_per_system"] = metric_figure(rows, metrics, title=f"{dataset}: "
+                                                         f"{' and '.join(metrics)} per system (points: seeds)")
     return figures
 
 

@@ -5,7 +5,7 @@ import it, never the reverse. Each dataset module registers its evaluator here
 (``register_evaluator``); ``lib.evaluate.run_evaluation`` looks the dataset up instead of
 branching on its name.
 
-    @register_evaluator("tatoeba")
+    @register_evaluator("tatoeba", report_metrics=("tatoeba_xtreme_r_xx_to_eng", ...))
     def _evaluate_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]: ...
 
     evaluation, config_fields = evaluator_for("tatoeba").evaluate(model, request)
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -106,26 +106,32 @@ EvaluateFn = Callable[[Any, EvaluationRequest], "tuple[Evaluation, dict[str, Any
 
 @dataclass(frozen=True)
 class DatasetEvaluator:
-    """How ``run_evaluation`` serves one dataset: ``evaluate`` and the suffix of the default
-    run name ``eval-<backbone>-<dataset><suffix>`` (LAReQA: ``-paragraph`` for paragraph context)."""
+    """How ``run_evaluation`` serves one dataset: ``evaluate``, the suffix of the default run name
+    ``eval-<backbone>-<dataset><suffix>`` (LAReQA: ``-paragraph`` for paragraph context), and the
+    keys of its ``summary`` that a grid's report tabulates (``report_metrics``, primary first:
+    ``lib.gather`` reads them from every run, ``lib.report`` shows their mean ± std over seeds)."""
 
     name: str
     evaluate: EvaluateFn
     run_suffix: Callable[[EvaluationRequest], str] = lambda request: ""
+    report_metrics: tuple[str, ...] = ()
 
 
 EVALUATORS: dict[str, DatasetEvaluator] = {}
 
 
-def register_evaluator(*names: str, run_suffix: Callable[[EvaluationRequest], str] | None = None):
-    """Decorator: serve the datasets ``names`` with the decorated ``evaluate(model, request)``."""
+def register_evaluator(*names: str, run_suffix: Callable[[EvaluationRequest], str] | None = None,
+                       report_metrics: Sequence[str] = ()):
+    """Decorator: serve the datasets ``names`` with the decorated ``evaluate(model, request)``;
+    ``report_metrics``: the summary keys a grid report shows, primary first."""
     def register(evaluate: EvaluateFn) -> EvaluateFn:
         for name in names:
             # the same function again (a module reloaded, or run with python -m) replaces the entry
             if name in EVALUATORS and EVALUATORS[name].evaluate.__qualname__ != evaluate.__qualname__:
                 raise ValueError(f"dataset {name!r} already has an evaluator "
                                  f"({EVALUATORS[name].evaluate.__qualname__}): register another name")
-            EVALUATORS[name] = DatasetEvaluator(name, evaluate, run_suffix or (lambda request: ""))
+            EVALUATORS[name] = DatasetEvaluator(name, evaluate, run_suffix or (lambda request: ""),
+                                                tuple(report_metrics))
         return evaluate
     return register
 

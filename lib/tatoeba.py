@@ -273,7 +273,12 @@ def evaluate_tatoeba(model, languages: Iterable[str] | None = None, data_dir: st
     return Evaluation(set_averages(per_language), per_language, timings=timings)
 
 
-@register_evaluator("tatoeba")
+# what a grid's report shows of each run (lib.gather, lib.report): XTREME-R's set, then the others' means
+REPORT_METRICS = ("tatoeba_xtreme_r_xx_to_eng", "tatoeba_xtreme_r_eng_to_xx", "tatoeba_xquad_r_mean",
+                  "tatoeba_all_mean")
+
+
+@register_evaluator("tatoeba", report_metrics=REPORT_METRICS)
 def _evaluate_tatoeba_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
     """``lib.evaluate.run_evaluation``'s Tatoeba: exact search, every available language unless ``languages``."""
     evaluation = evaluate_tatoeba(model, languages=request.languages, data_dir=request.data_dir,

@@ -76,12 +76,17 @@ def test_paper_grid_configuration():
     assert set(grid.samplers) == {"en", "mono", "cross", "hybrid"}
     cells = expand_cells(grid)
     assert len(cells) == 2 * (1 + 3 * 4 * 3)              # per backbone: zero-shot + 3 mixtures x 4 samplers x 3 seeds
-    assert grid.train_datasets[0] == {"train": "mmarco,wikiqa,natural-questions,duorc,newsqa,mr-tydi-en,mfaq-en", "evaluate": ["xquad-r", "mlqa-r"]}
+    assert grid.train_datasets[0] == {"train": "mmarco,wikiqa,natural-questions,duorc,newsqa,mr-tydi-en,mfaq-en",
+                                      "evaluate": ["xquad-r", "mlqa-r", "miracl"]}
     for cell in cells:
         if cell.train_run:                                # never evaluated on what it trained on
             assert not {d for d, _ in cell.eval_runs} & set(cell.train_sources.split(","))
     evaluations = [j for j in plan_jobs(grid) if j.kind == "evaluate" and j.cell.train_run]
     assert all(Path(j.parameters["backbone"]).parts[-2:] == (j.cell.train_run, "model-best") for j in evaluations)
+    # the paper evaluates its models on MIRACL: the paper mix's 2 x 4 x 3 models and both zero-shot backbones
+    miracl = [j for j in plan_jobs(grid) if j.dataset == "miracl"]
+    assert len(miracl) == 2 * (1 + 4 * 3) and {j.kind for j in miracl} == {"evaluate"}
+    assert grid.estimate["evaluation_minutes"]["miracl"] > 0
 
 
 @pytest.mark.parametrize("name", ["grid", "grid-smoke", "grid-paper"])
@@ -105,10 +110,56 @@ def test_grid_parameters_exist_in_the_notebooks(name):
     ({"alphas": [1.5]}, r"alpha 1.5"),
     ({"colour": "blue"}, "unknown keys"),
     ({"eval_datasets": ["squad"]}, "unknown evaluation dataset"),
+    ({"zero_shot": {"eval_datasets": ["miracl-dev"]}}, "unknown zero-shot evaluation dataset 'miracl-dev'"),
 ])
 def test_bad_grid_files_are_refused(tmp_path, change, message):
     with pytest.raises(GridError, match=message):
         load_grid(write_grid(tmp_path, **change))
+
+
+def test_unknown_dataset_names_the_file_the_value_and_the_choices(tmp_path):
+    from lib.evaluate import DATASETS
+
+    path = write_grid(tmp_path, eval_datasets=["xquad-r", "squad"])
+    with pytest.raises(GridError) as error:
+        load_grid(path)
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message and "'squad'" in message
+    assert all(dataset in message for dataset in DATASETS) and "miracl" in DATASETS and "tatoeba" in DATASETS
+
+
+def test_miracl_evaluations_have_no_bias_jobs_nor_debias_variants(tmp_path):
+    """Any registered dataset is evaluated; bias runs, debias variants and the samplers' comparison
+    stay LAReQA's (lib.evaluate refuses debias elsewhere)."""
+    grid = load_grid(write_grid(tmp_path, eval_datasets=["xquad-r", "miracl"], debias=["none", "center-pool"],
+                                evaluate={"max_questions": 6, "device": "cpu", "index": "ivfpq", "languages": "sw"},
+                                zero_shot={"candidate_contexts": ["sentence", "paragraph"]}))
+    jobs = plan_jobs(grid)
+    miracl = [j for j in jobs if j.dataset == "miracl"]
+    assert {j.kind for j in miracl} == {"evaluate"}
+    assert sorted(j.run for j in miracl) == sorted(
+        ["zeroshot-tiny-miracl-sentence"]                # once, whatever LAReQA's candidate contexts
+        + [eval_run_name(f"train-tiny-{s}-mlqa-r-s{seed}", "miracl") for s in ("mono", "hybrid-a0.5") for seed in (0, 1)])
+    assert all("debias" not in j.parameters and j.parameters["index"] == "ivfpq" for j in miracl)
+    xquad = [j for j in jobs if j.kind == "evaluate" and j.dataset == "xquad-r"]
+    assert all(j.parameters["debias"] == "none,center-pool" for j in xquad)
+    # one per XQuAD-R evaluation (zero-shot on sentences and paragraphs, 4 trained) and the samplers' comparison
+    assert len(xquad) == 6 and [j.kind for j in jobs].count("bias") == 6 + 1
+    assert {j.dataset for j in jobs if j.kind == "bias"} == {"xquad-r"}
+    table = cell_table(grid)
+    assert set(table[table.dataset == "miracl"].debias) == {"none"} and table[table.dataset == "miracl"].bias_run.isna().all()
+    from lib.grid import check_notebook_parameters
+
+    check_notebook_parameters(grid)                        # index, languages: parameters of 04_evaluate
+
+
+def test_dry_run_counts_every_evaluated_dataset_download(tmp_path, capsys):
+    from lib.grid import main
+
+    main([str(write_grid(tmp_path, eval_datasets=["xquad-r"], zero_shot={"eval_datasets": ["xquad-r", "miracl"]})),
+          "--dry-run"])
+    out = capsys.readouterr().out
+    assert "zeroshot-tiny-miracl-sentence" in out and "1 of unknown size (miracl)" in out
 
 
 def test_train_section_takes_every_train_config_field(tmp_path):
@@ -477,6 +528,69 @@ def test_report_writes_the_verdict_as_csv_and_markdown(tmp_path):
     write_report(tmp_path / "other", Report("g", results, summary, {}, tests))
     assert not (tmp_path / "other" / "verdict.csv").exists()
     assert not [p.name for p in (tmp_path / "report").iterdir() if p.name.startswith(".")]   # no temp leftovers
+
+
+def _write_miracl_run(run: str, backbone: str, ndcg: tuple[float, float]) -> None:
+    """An evaluation run folder as lib.evaluate.run_evaluation writes it for MIRACL (two languages)."""
+    import pandas as pd
+
+    from lib.miracl import summarise_languages
+    from lib.results import Evaluation, write_evaluation
+
+    per_language = pd.DataFrame({"lang": ["sw", "te"], "n_queries": [2, 2], "n_passages": [5, 5], "ndcg@10": ndcg,
+                                 "recall@100": [min(1.0, v + 0.3) for v in ndcg], "index": "flat"}).set_index("lang")
+    per_query = pd.DataFrame({"lang": ["sw", "sw", "te", "te"], "qid": ["1", "2", "3", "4"],
+                              "ndcg@10": [ndcg[0]] * 2 + [ndcg[1]] * 2, "recall@100": [1.0] * 4})
+    evaluation = Evaluation(summarise_languages(per_language), per_language, per_query=per_query,
+                            timings={"total_s": 1.0})
+    write_evaluation(outputs_dir() / run, evaluation, {
+        "task": "evaluate", "backbone": backbone, "backbone_settings": {"name": "tiny"}, "dataset": "miracl",
+        "languages": ["sw", "te"], "batch_size": 64, "device": "cpu", "run": run, "index": "flat"})
+
+
+def test_report_has_a_descriptive_table_per_other_dataset(tmp_path):
+    """MIRACL and Tatoeba runs (the evaluators' own metrics.json) -> one table each, systems x their
+    summary metrics, mean ± std over seeds; LAReQA's tables, tests and figures leave them out."""
+    import pandas as pd
+
+    from lib.gather import summary_metrics
+    from lib.report import DATASET_TITLE, report_figures
+    from lib.results import Evaluation, write_evaluation
+    from lib.tatoeba import set_averages
+
+    grid = load_grid(write_grid(tmp_path, samplers=["mono"], eval_datasets=["xquad-r", "miracl"],
+                                zero_shot={"eval_datasets": ["xquad-r", "miracl", "tatoeba"]}))
+    _write_miracl_run("zeroshot-tiny-miracl-sentence", "tiny", (0.30, 0.40))
+    for seed, ndcg in ((0, (0.40, 0.50)), (1, (0.42, 0.52))):
+        train_run = f"train-tiny-mono-mlqa-r-s{seed}"
+        _write_miracl_run(eval_run_name(train_run, "miracl"), str(outputs_dir() / train_run / "model"), ndcg)
+    languages = pd.DataFrame({"lang": ["deu", "fra"], "acc_xx_to_eng": [0.9, 0.8], "acc_eng_to_xx": [0.7, 0.6]})
+    write_evaluation(outputs_dir() / "zeroshot-tiny-tatoeba-sentence", Evaluation(
+        set_averages(languages.set_index("lang")), languages.set_index("lang")), {"dataset": "tatoeba"})
+
+    report = build_report(grid, resamples=100)
+    miracl = report.tables[DATASET_TITLE.format(dataset="miracl")]
+    assert list(miracl.columns) == summary_metrics("miracl") == ["ndcg@10_mean", "recall@100_mean",
+                                                                 "ndcg@10_median", "recall@100_median"]
+    assert miracl.loc[("tiny", "mlqa-r", "mono"), "ndcg@10_mean"] == "0.460 ± 0.014 (2)"
+    assert miracl.loc[("tiny", "-", "zero-shot"), "ndcg@10_mean"] == "0.350"
+    tatoeba = report.tables[DATASET_TITLE.format(dataset="tatoeba")]
+    assert tatoeba.loc[("tiny", "-", "zero-shot"), "tatoeba_xtreme_r_xx_to_eng"] == "0.850"
+    assert "descriptive" in DATASET_TITLE and report.significance.empty and report.extended.empty
+    assert report.tables["mAP (mean ± std over seeds, number of seeds)"].empty      # no LAReQA run yet
+    assert "ndcg@10_mean" in report.results_overview().columns
+    assert set(report.missing) == {r for c in expand_cells(grid) for d, r in c.eval_runs if d == "xquad-r"}
+    figures = report_figures(report)
+    assert list(figures) == ["miracl_per_system", "tatoeba_per_system"]
+    write_report(tmp_path / "report", report, figures)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert f"## {DATASET_TITLE.format(dataset='miracl')}" in text and "Descriptive only" in text
+    assert (tmp_path / "report" / "miracl_per_system.png").is_file()
+    written = pd.read_csv(tmp_path / "report" / "results.csv")
+    assert written.loc[written.dataset == "miracl", "ndcg@10_mean"].dropna().round(3).tolist() == [0.35, 0.45, 0.47]
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def test_language_split_seen_and_unseen_training_languages():
