@@ -551,6 +551,7 @@ def _write_miracl_run(run: str, backbone: str, ndcg: tuple[float, float]) -> Non
     write_evaluation(outputs_dir() / run, evaluation, {
         "task": "evaluate", "backbone": backbone, "backbone_settings": {"name": "tiny"}, "dataset": "miracl",
         "languages": ["sw", "te"], "batch_size": 64, "device": "cpu", "run": run, "index": "flat"})
+    mark_complete(outputs_dir() / run, notebook="04_evaluate.ipynb")   # as lib.notebooks does after the run
 
 
 def test_report_has_a_descriptive_table_per_other_dataset(tmp_path):
@@ -572,6 +573,7 @@ def test_report_has_a_descriptive_table_per_other_dataset(tmp_path):
     languages = pd.DataFrame({"lang": ["deu", "fra"], "acc_xx_to_eng": [0.9, 0.8], "acc_eng_to_xx": [0.7, 0.6]})
     write_evaluation(outputs_dir() / "zeroshot-tiny-tatoeba-sentence", Evaluation(
         set_averages(languages.set_index("lang")), languages.set_index("lang")), {"dataset": "tatoeba"})
+    mark_complete(outputs_dir() / "zeroshot-tiny-tatoeba-sentence", notebook="04_evaluate.ipynb")
 
     report = build_report(grid, resamples=100)
     miracl = report.tables[DATASET_TITLE.format(dataset="miracl")]
