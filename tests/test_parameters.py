@@ -79,3 +79,13 @@ def test_command_lines_run_evaluate_bias_and_report(lareqa_dir, capsys):
     built, report_path = report.main(["grid=", "extra_runs=cli-eval", "resamples=20", "run=cli-report"])
     assert (report_path / "report.md").is_file()
     assert "cli-eval" in built.results.eval_run.tolist()
+
+
+def test_sync_script_finds_every_parameters_cell_current():
+    """scripts/sync_parameters.py (what a maintainer runs after adding a field) sees no stale cell."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sync_parameters", PROJECT_ROOT / "scripts" / "sync_parameters.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.sync(check=True) == []
