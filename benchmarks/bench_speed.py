@@ -11,7 +11,8 @@
    embeddings of an evaluation run (``--embeddings-from <run>``) or random unit vectors.
 3. ``train``: training pairs/s of lib.train's loop (``lib.trainer``'s set-up and ``_train_step``:
    batch ``--train-batch`` + as many hard negatives, the backbone's query/passage lengths, word
-   embeddings frozen as on every CPU run) in fp32 and bf16, against sentence-transformers'
+   embeddings frozen as on every CPU run) in fp32 and bf16, each with torch's dropout masks and with
+   ``lib.dropout``'s numpy masks (``dropout_masks``), against sentence-transformers'
    ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss`` on the same
    (query, positive, negative) items at the same batch (fp32, and ``bf16=True``); one warm-up
    step each, then ``--train-steps`` steps per variant, in interleaved rounds.
@@ -139,11 +140,12 @@ def bench_ranking(args, data) -> list[dict]:
     return rows
 
 
-def _lib_trainer(args, precision: str):
+def _lib_trainer(args, precision: str, masks: str = "torch"):
     """A set-up lib.train run (the loop's own set-up: seed, data, model, frozen word embeddings,
     AdamW) whose ``step()`` is one ``_train_step``: seconds and pairs of one optimizer step."""
     config = TrainConfig(backbone=args.backbone, batch_size=args.train_batch, steps=10_000, precision=precision,
-                         device="cpu", run=f"bench-train-{precision}", seed=0).resolved()
+                         dropout_masks=masks, device="cpu", run=f"bench-train-{precision}-{masks}",
+                         seed=0).resolved()
     run = _set_up(config, None)
     return run, lambda: (lambda step: (step.seconds, step.pairs))(_train_step(run))
 
@@ -187,7 +189,8 @@ def _st_trainer(args, items: list[dict], bf16: bool):
 
 
 def bench_train(args, data) -> list[dict]:
-    lib_runs = {f"lib.train {p}": _lib_trainer(args, p) for p in ("fp32", "bf16")}
+    lib_runs = {f"lib.train {p}" + (" numpy masks" if masks == "numpy" else ""): _lib_trainer(args, p, masks)
+                for masks in ("torch", "numpy") for p in ("fp32", "bf16")}   # lib.train fp32: torch masks
     run = next(iter(lib_runs.values()))[0]
     sampler_batches = iter(run.sampler)          # the same kind of batches, for the ST trainer
     pairs = PairDataset(run.groups[0], True, run.config.negative_language, 0)

@@ -36,6 +36,7 @@ from lib.backbones import BackboneError, get_backbone
 from lib.checkpoint import CheckpointError
 from lib.data import DataError
 from lib.cli import run_cli
+from lib.dropout import resolve_dropout_masks
 from lib.hardware import resolve_precision
 from lib.io import parse_override, read_yaml_mapping, save_figure
 from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
@@ -95,6 +96,8 @@ class TrainConfig:
                                   "the memory of a chunk with the gradients of the whole batch; 0: off")
     precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, bf16 on a "
                                     "CPU with bf16 units, else fp32 (lib.hardware)")
+    dropout_masks: str = _param("auto", "auto | torch | numpy: who draws the dropout masks; numpy is the same "
+                                "dropout, faster on CPU (lib.dropout); auto: numpy on CPU, torch on GPUs")
     seed: int = _param(0, "seed of the model, the batches and dropout")
     device: str = _param("auto", "auto | cpu | cuda | cuda:N")
     validation_fraction: float = _param(0.1, "share of question ids held out (split_by_qid)",
@@ -145,7 +148,8 @@ class TrainConfig:
                              "0 and nothing is learnt; raise batch_size or set hard_negatives=true")
 
     def resolved(self) -> "TrainConfig":
-        """A copy with ``run``, ``device``, ``precision`` and ``freeze_embeddings`` decided, and checked."""
+        """A copy with ``run``, ``device``, ``precision``, ``dropout_masks`` and ``freeze_embeddings``
+        decided, and checked."""
         from lib.backbones import default_device
         from lib.sampling import NEGATIVE_LANGUAGES, SAMPLERS
 
@@ -164,6 +168,10 @@ class TrainConfig:
             config.precision = resolve_precision(config.precision, config.device)
         except ValueError as error:
             raise TrainError(str(error)) from error
+        try:
+            config.dropout_masks = resolve_dropout_masks(config.dropout_masks, config.device)
+        except ValueError as error:
+            raise TrainError(f"{error} (lib.dropout)") from None
         if config.freeze_embeddings == "auto":
             config.freeze_embeddings = not on_gpu
         if not isinstance(config.freeze_embeddings, bool):

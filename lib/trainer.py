@@ -75,6 +75,7 @@ from lib.backbones import load_model
 from lib.checkpoint import (CorruptCheckpointError, checkpoint_step, checkpoints, load_latest_readable_checkpoint,
                             rng_state, save_model, set_rng_state, set_seed, write_checkpoint)
 from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, to_device
+from lib.dropout import use_numpy_dropout
 from lib.encode import autocast
 from lib.gradcache import step_loss_backward
 from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_provenance, write_text
@@ -86,8 +87,9 @@ from lib.tracking import Tracker, open_tracker
 from lib.training_data import split_by_qid
 
 # Fields that may change between a checkpoint and its resumption (they do not change the weights
-# on one machine; a different device or precision changes the rounding, not the recipe).
-RESUME_MAY_DIFFER = ("resume", "device", "precision", "mini_batch_size", "checkpoint_every", "keep_checkpoints",
+# on one machine; a different device or precision changes the rounding, not the recipe; the dropout
+# masks' generator follows the device under auto and changes which masks, not their distribution).
+RESUME_MAY_DIFFER = ("resume", "device", "precision", "dropout_masks", "mini_batch_size", "checkpoint_every", "keep_checkpoints",
                      "data_dir", "report_to")
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
 
@@ -238,6 +240,8 @@ def _set_up(config, groups) -> _Run:
         raise TrainError("the validation split is empty: raise validation_fraction")
 
     encoder = load_model(config.backbone, device=device)
+    if config.dropout_masks == "numpy":
+        use_numpy_dropout(encoder)
     if config.freeze_embeddings:
         encoder[0].model.get_input_embeddings().weight.requires_grad_(False)
     encoder.train()

@@ -13,6 +13,7 @@ from torch import nn
 
 from lib.backbones import load_model
 from lib.dual_encoder import DualEncoder, PairCollator, batch_loss
+from lib.dropout import use_numpy_dropout
 from lib.gradcache import cached_backward, chunk_batch, step_loss_backward
 from lib.losses import InfoNCELoss
 from lib.train import TrainConfig, train
@@ -78,10 +79,14 @@ def test_cached_gradients_equal_the_whole_batch(symmetric):
         assert_same_gradients(gradients(encoder), expected)
 
 
-def test_dropout_is_replayed_and_the_rng_ends_where_the_first_pass_left_it():
+@pytest.mark.parametrize("masks", ["torch", "numpy"])
+def test_dropout_is_replayed_and_the_rng_ends_where_the_first_pass_left_it(masks):
     """With dropout on, the cached step equals an uncached one that embeds the same chunks in the
-    same order (the same dropout masks), and leaves the RNG as that pass does."""
+    same order (the same dropout masks), and leaves the RNG as that pass does: with torch's masks
+    and with lib.dropout's numpy masks (seeded from torch's generator, so replayed alike)."""
     encoder = encoder_in_float64(True)
+    if masks == "numpy":
+        assert use_numpy_dropout(encoder) > 0
     dual_encoder, loss_fn = DualEncoder(encoder), InfoNCELoss(0.05)
     batch = PairCollator(encoder.tokenizer, encoder.backbone)(items())
     torch.manual_seed(7)
