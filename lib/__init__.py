@@ -18,6 +18,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("retrieval", ("retrieval", "run_files", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),
     ("evaluation", ("results", "tatoeba", "miracl", "debias_evaluation", "evaluate")),
-    ("orchestration", ("notebooks", "progress", "scheduler", "downloads", "grid_systems", "grid", "slurm")),
+    ("orchestration", ("notebooks", "progress", "scheduler", "downloads", "grid_systems", "grid_plan", "grid", "slurm")),
     ("report", ("gather", "systems_report", "report")),
 )

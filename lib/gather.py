@@ -23,7 +23,7 @@ from lib.completion import is_complete
 from lib.evaluate import LAREQA_REPORT_METRICS
 from lib.results import EVALUATORS
 from lib.sources import source_languages
-from lib.grid import ZERO_SHOT, Grid, cell_table
+from lib.grid_plan import ZERO_SHOT, Grid, cell_table
 from lib.io import outputs_dir, read_json
 from lib.naming import bias_run_name, debias_system_name, system_name
 from lib.retrieval import SETTINGS

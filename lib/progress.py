@@ -1,6 +1,6 @@
 """One progress line per grid job: job n of N, time elapsed, and the time remaining.
 
-The remaining time starts from the grid's own estimate (``lib.grid.estimate_seconds``: seconds
+The remaining time starts from the grid's own estimate (``lib.grid_plan.estimate_seconds``: seconds
 per training step, minutes per evaluation, ...) and is corrected by the jobs measured so far:
 
     remaining = (sum of the estimates of the jobs not yet ended) * speed / workers

@@ -33,7 +33,7 @@ import seaborn as sns
 from lib.evaluate import DATASETS, LAREQA_DATASETS
 from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TITLE, SUMMARY_METRICS,
                         add_language_split, grid_results, summary_metrics)
-from lib.grid import Grid, load_grid
+from lib.grid_plan import Grid, load_grid
 from lib.io import outputs_dir, run_dir, save_figure, write_json, write_provenance, write_text
 from lib.parameters import param, parse_command_line
 from lib.retrieval import SETTINGS

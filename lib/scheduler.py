@@ -13,6 +13,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -32,7 +33,7 @@ class Job:
     notebook: str
     run: str
     parameters: dict[str, Any]
-    cell: Any = None                            # the lib.grid.Cell it belongs to (None: no cell)
+    cell: Any = None                            # the lib.grid_plan.Cell it belongs to (None: no cell)
     dataset: str | None = None
     needs: tuple[str, ...] = ()                 # runs that must be complete first
 
@@ -66,12 +67,16 @@ ENDED = ("done", "skipped", "failed", "blocked", "not run")
 SUCCEEDED = ("done", "skipped")
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
 @dataclass
 class Schedule:
     """The state of a grid run: jobs waiting, jobs running on worker slots, and how each run ended."""
 
     jobs: list[Job]
-    manifest: Path                                 # outputs/<grid>/: status.csv is rewritten on every change
+    manifest: Path                                 # outputs/<grid>/: status.csv (this start) and history.csv
     environments: list[dict[str, str]]             # one per worker slot
     force: bool = False
     keep_going: bool = False
@@ -82,14 +87,20 @@ class Schedule:
     records: list[dict] = field(default_factory=list)
     stopping: bool = False                         # a job failed without keep_going: start nothing new
     progress: GridProgress | None = None           # the line printed as each job starts
+    session: str = field(default_factory=lambda: _now())   # when this start of the grid began (UTC)
 
     def record(self, job: Job, state: str, started: float) -> None:
+        """The job's end in ``status.csv`` (rewritten: this start's jobs) and ``history.csv`` (one
+        line appended per job and start, never rewritten: every restart's record survives)."""
         self.status[job.run] = state
         self.records.append({"kind": job.kind, "run": job.run, "status": state,
                              "seconds": time.perf_counter() - started})
         if self.progress is not None:
             self.progress.job_ended(job.run, state, self.records[-1]["seconds"])
         write_text(self.manifest / "status.csv", pd.DataFrame(self.records).to_csv(index=False))
+        history = self.manifest / "history.csv"
+        line = pd.DataFrame([{"session": self.session, "ended": _now(), **self.records[-1]}])
+        line.to_csv(history, mode="a", header=not history.exists(), index=False)
 
     def needs_of(self, job: Job) -> list[str]:
         """The runs a job waits for: those it needs that are part of this run; the report: all others."""

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import submitit
 
-from lib.grid import Grid, load_grid, plan_jobs
+from lib.grid_plan import Grid, load_grid, plan_jobs
 from lib.io import outputs_dir
 from lib.notebooks import execute_subprocess, execute_when_ready, is_complete
 from lib.scheduler import Job

@@ -26,7 +26,7 @@ from lib.cli import run_cli
 from lib.completion import MARKER, is_complete, mark_complete
 from lib.data import ParallelGroup, lareqa_file, load_lareqa, parse_squad_file
 from lib.evaluate import run_evaluation
-from lib.grid import GridError, load_grid
+from lib.grid_plan import load_grid
 from lib.io import outputs_dir, remove_orphaned_temporaries, run_dir, write_json
 from lib.notebooks import execute
 from lib.retrieval import score_pools

@@ -11,8 +11,9 @@ import yaml
 
 from lib.backbones import available_backbones
 from lib.completion import mark_complete
-from lib.grid import (GridError, cell_table, expand_cells, is_complete, load_grid, notebook_parameters,
-                      plan_jobs, run_grid)
+from lib.grid import run_grid
+from lib.grid_plan import GridError, cell_table, expand_cells, load_grid, plan_jobs
+from lib.notebooks import is_complete, notebook_parameters
 from lib.naming import eval_run_name, zero_shot_run_name
 from lib.report import build_report, write_report
 from lib.io import PROJECT_ROOT, outputs_dir, read_json, run_dir, write_json
@@ -153,7 +154,7 @@ def test_miracl_evaluations_have_no_bias_jobs_nor_debias_variants(tmp_path):
     assert {j.dataset for j in jobs if j.kind == "bias"} == {"xquad-r"}
     table = cell_table(grid)
     assert set(table[table.dataset == "miracl"].debias) == {"none"} and table[table.dataset == "miracl"].bias_run.isna().all()
-    from lib.grid import check_notebook_parameters
+    from lib.grid_plan import check_notebook_parameters
 
     check_notebook_parameters(grid)                        # index, languages: parameters of 04_evaluate
 
@@ -263,6 +264,11 @@ def test_jobs_run_in_order_and_complete_runs_are_skipped(tmp_path):
     table = run_grid(grid, execute=again)
     assert again.executed == ["report-g"]                 # the report is always rebuilt
     assert set(table.status[table.kind != "report"]) == {"skipped"}
+    import pandas as pd                                   # status.csv: this start; history.csv: every start
+    assert set(pd.read_csv(manifest / "status.csv").status[table.kind != "report"]) == {"skipped"}
+    history = pd.read_csv(manifest / "history.csv")
+    assert len(history) == 2 * len(table) and history.session.nunique() == 2
+    assert history.groupby("session").status.apply(lambda s: (s == "done").sum()).tolist() == [len(table), 1]
 
 
 def test_complete_run_with_other_parameters_stops_the_grid(tmp_path):

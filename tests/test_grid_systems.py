@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.grid import GridError, cell_table, expand_cells, load_grid, plan_jobs, run_grid
+from lib.grid import run_grid
+from lib.grid_plan import GridError, cell_table, load_grid, plan_jobs
 from lib.grid_systems import MERGE_JOB
-from lib.io import outputs_dir, read_json, write_json
+from lib.io import outputs_dir, read_json
 from lib.naming import debias_run_name, debias_system_name, soup_run_name, wise_ft_run_name
 from lib.systems_report import comparison_pairs, extended_comparisons, tradeoff_figure, tradeoff_table, verdict
 from tests.test_grid import FakeExecutor, write_grid

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from lib.grid import load_grid, plan_jobs
+from lib.grid_plan import load_grid, plan_jobs
 from lib.io import read_json
 from lib.train import TrainConfig, train
 from lib.trainer import load_training_groups

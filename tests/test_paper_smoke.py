@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lib.grid import load_grid, run_grid
+from lib.grid import run_grid
+from lib.grid_plan import load_grid
 from lib.io import outputs_dir, read_json
 from tests.source_fixtures import write_source_mirror
 from tests.test_grid import in_process

@@ -8,7 +8,8 @@ import re
 import nbformat
 import yaml
 
-from lib.grid import load_grid, plan_jobs, run_grid
+from lib.grid import run_grid
+from lib.grid_plan import load_grid, plan_jobs
 from lib.io import run_dir, write_json
 from lib.notebooks import execute_subprocess
 from lib.progress import GridProgress, clock

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from submitit.slurm.slurm import _make_sbatch_string
 
-from lib.grid import load_grid, plan_jobs
+from lib.grid_plan import load_grid, plan_jobs
 from lib.completion import mark_complete
 from lib.io import outputs_dir, run_dir, write_json
 from lib.slurm import make_executor, slurm_dependency, submit_grid
