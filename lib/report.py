@@ -1,26 +1,20 @@
-"""06_report's tables, research-question verdict, figures and files, built from :mod:`lib.gather`.
+"""06_report: the grid's ``Report``, the research-question verdict, its figures and files.
 
-:func:`build_report` turns the gathered rows into :func:`seed_summary` (mean, std, n over seeds)
--> the paper-style tables (:func:`format_mean_std`), :func:`paper_side_by_side`
-(``lib/reference``), :func:`significance_table` (``lib.significance``) and :func:`hybrid_verdict`
-(the research question), all on the LAReQA rows; every other evaluated dataset (MIRACL, Tatoeba)
-gets one descriptive table of its evaluator's summary metrics, mean ± std over seeds
-(:func:`dataset_tables`). :func:`write_report` writes them, :func:`report_figures` draws them.
-The language-pair heatmap of one evaluation (04_evaluate, 05_bias) is here too.
+:func:`build_report` turns the gathered rows (:mod:`lib.gather`) into the seed summary and the
+paper-style tables (:mod:`lib.report_tables`: mean ± std over seeds, the paper side by side, the
+samplers' paired tests, one descriptive table per dataset that is not LAReQA's), the extended
+question over systems (:mod:`lib.systems_report`) and :func:`hybrid_verdict` (the research
+question). :func:`write_report` writes them; :func:`report_figures` draws them with
+:mod:`lib.report_plots` (which also holds the language-pair heatmap of 04_evaluate and 05_bias).
 
     report = build_report("grid-smoke", resamples=1000)
     report.tables["mAP (mean ± std over seeds, number of seeds)"], report.significance
     write_report(run_dir("report-smoke"), report, report_figures(report))
     python -m lib.report grid=grid-smoke resamples=1000    # the same (ReportConfig, as 06_report)
-
-About 640 lines: tables, verdict and figures all read the one ``Report`` of a grid; the extended
-question over systems is already apart (``lib.systems_report``).
 """
 
 from __future__ import annotations
 
-import importlib.resources
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,158 +22,18 @@ from typing import Any, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
-from lib.evaluate import DATASETS, LAREQA_DATASETS
 from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TITLE, SUMMARY_METRICS,
                         add_language_split, grid_results, summary_metrics)
 from lib.grid_plan import Grid, load_grid
-from lib.io import outputs_dir, run_dir, save_figure, write_json, write_provenance, write_text
+from lib.io import run_dir, save_figure, write_json, write_provenance, write_text
 from lib.parameters import param, parse_command_line
+from lib.report_plots import metric_figure, significance_figure
+from lib.report_tables import (dataset_tables, format_mean_std, load_reference, paper_side_by_side, seed_summary,
+                               significance_table, split_datasets)
 from lib.retrieval import SETTINGS
-from lib.significance import holm, mean_over_seeds, pairwise_comparisons
+from lib.significance import holm
 from lib.systems_report import EXTENDED_TITLE, extended_comparisons, extended_sentences, tradeoff_figure
-
-# evaluated datasets that are not LAReQA's (MIRACL, Tatoeba): a descriptive table each, no tests
-OTHER_DATASETS = tuple(d for d in DATASETS if d not in LAREQA_DATASETS)
-DATASET_TITLE = "{dataset} (mean ± std over seeds, number of seeds; descriptive, not tested)"
-DATASET_CAPTION = ("{dataset}: the summary metrics its evaluator declares ({metrics}; lib.results), per system, "
-                   "mean ± std over seeds. Descriptive only: the paired and seed-aware tests, the verdicts, the "
-                   "language bias and the seen/unseen split above are LAReQA's.")
-# the paper's model names for our registry backbones (lib/reference/paper_2408.10536.csv)
-PAPER_MODELS = {"xlmr-base": "xlmr", "labse": "labse"}
-PAPER_SAMPLERS = {"mono": "mono", "cross": "cross", "hybrid a=0.5": "hybrid"}
-
-
-def seed_summary(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean, standard deviation and number of seeds per (backbone, train_sources, dataset, system).
-
-    Columns are a two-level index ``(metric, mean|std|n)``; std is NaN with a single seed.
-    """
-    complete = results[results.status == "complete"].copy()
-    metrics = [m for m in (metrics or SUMMARY_METRICS) if m in complete.columns]
-    complete["train_sources"] = complete["train_sources"].fillna("-")
-    keys = ["backbone", "train_sources", "dataset", "system"]
-    if complete.empty:
-        return pd.DataFrame(columns=pd.MultiIndex.from_product([metrics, ["mean", "std", "n"]]))
-    grouped = complete.groupby(keys, sort=False)[metrics]
-    table = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()}, axis=1)
-    return table.swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False)[metrics]
-
-
-def format_mean_std(summary: pd.DataFrame, metrics: Sequence[str], digits: int = 3) -> pd.DataFrame:
-    """``0.612 ± 0.004 (3)`` cells: mean ± std over seeds (number of seeds), for a paper-style table."""
-    out = pd.DataFrame(index=summary.index)
-    for metric in metrics:
-        if metric not in summary.columns.get_level_values(0):
-            continue
-        mean, std, n = summary[(metric, "mean")], summary[(metric, "std")], summary[(metric, "n")]
-        out[metric] = [("-" if pd.isna(m) else f"{m:.{digits}f}" + ("" if pd.isna(s) else f" ± {s:.{digits}f}")
-                        + (f" ({int(c)})" if c and c > 1 else ""))
-                       for m, s, c in zip(mean, std, n)]
-    return out
-
-
-def load_reference(name: str = "paper") -> pd.DataFrame:
-    """Published numbers shipped with the package (``lib/reference``): ``paper`` (arXiv
-    2408.10536: model, dataset, setting, metric, lang, sampler, value) or ``lareqa`` (mBERT baselines)."""
-    files = {"paper": "paper_2408.10536.csv", "lareqa": "lareqa_baselines.csv"}
-    if name not in files:
-        raise ValueError(f"reference {name!r}: expected one of {sorted(files)}")
-    resource = importlib.resources.files("lib") / "reference" / files[name]
-    with importlib.resources.as_file(resource) as path:
-        return pd.read_csv(path)
-
-
-def paper_side_by_side(summary: pd.DataFrame, metrics: Sequence[str] = ("mono map", "cross map", "multi map"),
-                       digits: int = 3) -> pd.DataFrame:
-    """Our mean over seeds next to the paper's number for the same backbone, dataset and sampler.
-
-    Rows exist only where the backbone is one of the paper's (``PAPER_MODELS``); columns
-    ``<metric> ours``, ``<metric> paper``, ``<metric> diff``.
-    """
-    reference = load_reference("paper")
-    reference = reference[reference.lang == "mean"]
-    rows = []
-    for key in summary.index:
-        backbone, _, dataset, system = key
-        model, sampler = PAPER_MODELS.get(backbone), PAPER_SAMPLERS.get(system)
-        if model is None or sampler is None:
-            continue
-        row = dict(zip(["backbone", "train_sources", "dataset", "system"], key))
-        for metric in metrics:
-            setting, name = metric.split(" ", 1)
-            found = reference[(reference.model == model) & (reference.dataset == dataset) & (reference.setting == setting)
-                              & (reference.metric == name) & (reference.sampler == sampler)]
-            ours = summary.loc[key, (metric, "mean")] if (metric, "mean") in summary.columns else np.nan
-            paper = float(found.value.iloc[0]) if len(found) else np.nan
-            row.update({f"{metric} ours": round(ours, digits), f"{metric} paper": paper,
-                        f"{metric} diff": round(ours - paper, digits)})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def significance_table(results: pd.DataFrame, metric: str = "map", settings: Sequence[str] = SETTINGS,
-                       resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """Paired tests of every pair of systems, per (backbone, train_sources, dataset) and setting.
-
-    Each system's per-query metric is first averaged over its seeds (queries common to all
-    seeds); then :func:`lib.significance.pairwise_comparisons` (sign-flip permutation p-value,
-    bootstrap interval, Cohen's d_z, clusters = question ids, Holm over the whole table).
-    Untrained systems (zero-shot) are compared with the samplers of every training mixture; only
-    runs over the same candidate pool (``n_candidates``) are compared.
-    """
-    complete = results[results.status == "complete"]
-    tables = []
-    # only runs over the same pool are comparable (same dataset, languages and max_questions)
-    for (backbone, dataset, _), group in complete.groupby(["backbone", "dataset", "n_candidates"], sort=False):
-        untrained = group[group.train_sources.isna()]
-        trained = group[group.train_sources.notna()]
-        mixtures = trained.train_sources.unique().tolist() or [None]
-        for mixture in mixtures:
-            members = pd.concat([untrained, trained[trained.train_sources == mixture]]) if mixture else untrained
-            systems = {}
-            for system, runs in members.groupby("system", sort=False):
-                frames = [pd.read_parquet(outputs_dir() / r / "per_query.parquet") for r in runs.eval_run]
-                systems[system] = mean_over_seeds(frames)
-            if len(systems) < 2:
-                continue
-            table = pairwise_comparisons(systems, metric=metric, settings=settings, resamples=resamples, seed=seed)
-            tables.append(table.assign(backbone=backbone, dataset=dataset, train_sources=mixture or "-"))
-    if not tables:
-        return pd.DataFrame()
-    table = pd.concat(tables, ignore_index=True)
-    table["p_holm"] = holm(table.p_value.to_numpy())
-    front = ["backbone", "train_sources", "dataset", "setting", "metric", "a", "b"]
-    return table[front + [c for c in table.columns if c not in front]]
-
-
-def split_datasets(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(LAReQA rows, rows of OTHER_DATASETS)``; a row of an unregistered dataset stays with LAReQA's."""
-    if "dataset" not in results:
-        return results, pd.DataFrame(columns=[*results.columns, "dataset"])
-    other = results.dataset.isin(OTHER_DATASETS)
-    return results[~other], results[other]
-
-
-def dataset_tables(results: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[str, str], list[pd.DataFrame]]:
-    """One table per evaluated dataset other than LAReQA's: rows (backbone, training mixture, system:
-    sampler, zero-shot or merged), columns the summary metrics its evaluator declares
-    (:func:`lib.gather.summary_metrics`), cells mean ± std over seeds (:func:`format_mean_std`).
-    Returns the tables and their captions by title (``DATASET_TITLE``), and their seed summaries."""
-    tables, captions, summaries = {}, {}, []
-    _, others = split_datasets(results)
-    for dataset, rows in others.groupby("dataset", sort=False):
-        metrics = summary_metrics(dataset)
-        summary = seed_summary(rows, metrics)
-        table = format_mean_std(summary, metrics)
-        if isinstance(table.index, pd.MultiIndex):
-            table = table.droplevel("dataset")
-        title = DATASET_TITLE.format(dataset=dataset)
-        tables[title] = table
-        captions[title] = DATASET_CAPTION.format(dataset=dataset, metrics=", ".join(metrics))
-        summaries.append(summary)
-    return tables, captions, summaries
 
 
 @dataclass
@@ -501,57 +355,9 @@ def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] |
     return run_path
 
 
+
 # --------------------------------------------------------------------------------------------
 # figures
-
-
-def metric_figure(results: pd.DataFrame, metrics: Sequence[str] = ("mono map", "cross map", "multi map"),
-                  title: str = "mAP per sampler (points: seeds)", ylim: tuple[float, float] | None = (0, 1)):
-    """One panel per dataset: bars of the mean over seeds per system and setting, seeds as points."""
-    complete = results[results.status == "complete"]
-    present = [m for m in metrics if m in complete.columns]
-    long = complete.melt(id_vars=["dataset", "system"], value_vars=present, var_name="metric", value_name="value")
-    datasets = long.dataset.unique().tolist() or ["-"]
-    figure, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
-    for axis, dataset in zip(axes[0], datasets):
-        frame = long[long.dataset == dataset]
-        sns.barplot(data=frame, x="metric", y="value", hue="system", errorbar=None, ax=axis, alpha=0.8)
-        sns.stripplot(data=frame, x="metric", y="value", hue="system", dodge=True, ax=axis, legend=False,
-                      color="black", size=3)
-        axis.set_title(f"{dataset}")
-        axis.set_xlabel("")
-        if ylim is not None:
-            axis.set_ylim(*ylim)
-    figure.suptitle(title)
-    figure.tight_layout()
-    return figure
-
-
-def significance_figure(table: pd.DataFrame, title: str = "A - B with 95% bootstrap interval"):
-    """Forest plot of the paired differences (one row per comparison, one panel per setting)."""
-    panels = list(dict.fromkeys(zip(table.setting, table.metric)))     # (setting, metric), in table order
-    height = max(2.5, 0.35 * table.groupby(["setting", "metric"]).size().max() + 1.2)
-    columns = min(len(panels), 2)
-    lines = math.ceil(len(panels) / columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(6.5 * columns, height * lines), squeeze=False, sharey=False)
-    for axis in axes.flat[len(panels):]:
-        axis.set_visible(False)
-    for axis, (setting, metric) in zip(axes.flat, panels):
-        frame = table[(table.setting == setting) & (table.metric == metric)].reset_index(drop=True)
-        labels = [f"{a} - {b} ({d})" for a, b, d in zip(frame.a, frame.b, frame.dataset)]
-        y = np.arange(len(frame))
-        for position, row in zip(y, frame.itertuples()):
-            color = "tab:red" if row.p_holm < 0.05 else "tab:gray"
-            axis.errorbar([row.delta], [position], xerr=[[row.delta - row.ci_low], [row.ci_high - row.delta]],
-                          fmt="o", color=color, capsize=3)
-        axis.axvline(0, color="black", linewidth=0.8)
-        axis.xaxis.set_major_locator(plt.MaxNLocator(4))
-        axis.set_yticks(y, labels, fontsize=8)
-        axis.set_title(f"{setting} {frame.metric.iloc[0]}")
-        axis.invert_yaxis()
-    figure.suptitle(title + " (red: Holm-adjusted p < 0.05)")
-    figure.tight_layout()
-    return figure
 
 
 def report_figures(report: Report) -> dict[str, Any]:
@@ -577,27 +383,6 @@ def report_figures(report: Report) -> dict[str, Any]:
         figures[f"{dataset}_per_system"] = metric_figure(rows, metrics, title=f"{dataset}: "
                                                          f"{' and '.join(metrics)} per system (points: seeds)")
     return figures
-
-
-def language_pair_matrix(per_pair: pd.DataFrame, metric: str = "map") -> pd.DataFrame:
-    """Query language x candidate language matrix of a metric: mono on the diagonal, cross elsewhere."""
-    frame = per_pair.reset_index()
-    frame = frame[frame.setting.isin(["mono", "cross"])]
-    return frame.pivot(index="query_lang", columns="target_lang", values=metric)
-
-
-def pair_heatmap(per_pair: pd.DataFrame, metric: str = "map", title: str = ""):
-    """Heatmap of :func:`language_pair_matrix` for one evaluation (04_evaluate, 05_bias)."""
-    matrix = language_pair_matrix(per_pair, metric)
-    size = max(4.0, 0.55 * len(matrix) + 2)
-    figure, axes = plt.subplots(figsize=(size + 1, size))
-    sns.heatmap(matrix, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=1, square=True,
-                cbar_kws={"label": metric}, ax=axes, annot_kws={"size": 7})
-    axes.set_xlabel("candidate language")
-    axes.set_ylabel("query language")
-    axes.set_title(title or f"{metric} per language pair (diagonal: monolingual)")
-    figure.tight_layout()
-    return figure
 
 
 # --------------------------------------------------------------------------------------------

@@ -392,7 +392,7 @@ def _results():
 
 
 def test_seed_summary_and_mean_std_cells():
-    from lib.report import format_mean_std, seed_summary
+    from lib.report_tables import format_mean_std, seed_summary
 
     summary = seed_summary(_results(), ["mono map", "multi map"])
     mono = summary.loc[("xlmr-base", "mlqa-r", "xquad-r", "mono")]
@@ -406,7 +406,7 @@ def test_seed_summary_and_mean_std_cells():
 
 
 def test_paper_numbers_side_by_side_for_matching_backbones():
-    from lib.report import load_reference, paper_side_by_side, seed_summary
+    from lib.report_tables import load_reference, paper_side_by_side, seed_summary
 
     reference = load_reference("paper")
     assert {"model", "dataset", "setting", "metric", "lang", "sampler", "value"} <= set(reference.columns)
@@ -422,7 +422,7 @@ def _verdict_inputs(hybrid_mono=0.70, p_multi=0.30):
     """A seed summary of mono / cross / hybrid and the paired tests hybrid_verdict reads."""
     import pandas as pd
 
-    from lib.report import seed_summary
+    from lib.report_tables import seed_summary
 
     rows = []
     values = {"mono": (0.80, 0.60, 0.40, 500.0), "cross": (0.70, 0.62, 0.50, 300.0),
@@ -566,7 +566,8 @@ def test_report_has_a_descriptive_table_per_other_dataset(tmp_path):
     import pandas as pd
 
     from lib.gather import summary_metrics
-    from lib.report import DATASET_TITLE, report_figures
+    from lib.report import report_figures
+    from lib.report_tables import DATASET_TITLE
     from lib.results import Evaluation, write_evaluation
     from lib.tatoeba import set_averages
 

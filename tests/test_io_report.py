@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lib.io import atomic_path, run_dir, save_figure, write_json, write_provenance
-from lib.report import language_pair_matrix, pair_heatmap
+from lib.report_plots import language_pair_matrix, pair_heatmap
 
 
 def test_failed_write_leaves_the_old_file(tmp_path):
