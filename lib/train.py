@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,7 +37,9 @@ from lib.data import DataError
 from lib.cli import run_cli
 from lib.dropout import resolve_dropout_masks
 from lib.hardware import resolve_precision
-from lib.io import parse_override, read_yaml_mapping, save_figure
+from lib import parameters
+from lib.io import save_figure
+from lib.parameters import fields_help, from_namespace, from_overrides, param
 from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import train_run_name
 from lib.sources import source_languages
@@ -46,15 +47,7 @@ from lib.validation import ParameterError, check_range, coerce_fields
 from lib.tracking import REPORT_TO, wandb_module
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# The notebooks' CI profile (HBT_PROFILE=smoke): the TrainConfig defaults it replaces.
-SMOKE_PROFILE = {"backbone": "tiny", "steps": 4, "batch_size": 8}
-
-
-def _param(default: Any, help: str, section: str | None = None) -> Any:
-    """A TrainConfig field whose help (and, for a section's first field, the section title) is
-    read by ``--help`` and by the notebook's generated parameters cell."""
-    metadata = {"help": help} | ({"section": section} if section else {})
-    return field(default=default, metadata=metadata)
+_param = param   # lib.parameters: help, smoke value (HBT_PROFILE=smoke, the notebooks' CI profile), section
 
 
 @dataclass
@@ -68,7 +61,7 @@ class TrainConfig:
     """
 
     backbone: str = _param("me5-small-q4", "registry name (params/backbones/*.yaml) or model folder",
-                           section="model")
+                           smoke="tiny", section="model")
     freeze_embeddings: bool | str = _param("auto", "freeze the word-embedding table: true | false | auto (CPU only)")
     train_sources: str = _param("mlqa-r", "comma-separated training sources (params/sources/*.yaml: mlqa-r, "
                                 "xquad-r, mmarco, ...); a batch's source drawn by size", section="data")
@@ -81,12 +74,12 @@ class TrainConfig:
     sampler: str = _param("hybrid", "en | xx | mono | cross | hybrid (lib.sampling)", section="batches")
     alpha: float = _param(0.5, "hybrid: probability that a batch is monolingual")
     source_temperature: float = _param(1.0, "source of a batch ~ size ** (1 / T)")
-    batch_size: int = _param(32, "pairs per contrastive batch (over all processes)")
+    batch_size: int = _param(32, "pairs per contrastive batch (over all processes)", smoke=8)
     hard_negatives: bool = _param(True, "add each pair's hard negative to the candidates")
     negative_language: str = _param("passage", "language of the hard negative: passage | query")
     temperature: float = _param(0.05, "InfoNCE tau (0.05 = scale 20)", section="loss and optimisation")
     symmetric: bool = _param(False, "add the passage-to-query direction")
-    steps: int = _param(150, "optimizer steps")
+    steps: int = _param(150, "optimizer steps", smoke=4)
     learning_rate: float = _param(3e-5, "AdamW peak learning rate")
     weight_decay: float = _param(0.01, "AdamW weight decay (not on biases and LayerNorm)")
     warmup_ratio: float = _param(0.1, "share of steps with a linearly rising learning rate")
@@ -208,53 +201,22 @@ class TrainConfig:
         return languages or None
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TrainError(f"unknown training parameters {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> "TrainConfig":
         """The fields found in ``namespace`` (a notebook's ``globals()`` after its parameters cell)."""
-        return cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace})
+        return from_namespace(cls, namespace)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> "TrainConfig":
-        """A YAML (or JSON) file of parameters, then ``key=value`` overrides (values parsed as YAML)."""
-        values: dict[str, Any] = {}
-        if path:
-            if not Path(path).is_file():
-                raise TrainError(f"--config {path}: no such file; give a YAML file of TrainConfig fields")
-            try:
-                values = read_yaml_mapping(path, "training parameters")
-            except ValueError as error:
-                raise TrainError(str(error)) from None
-        for item in overrides:
-            try:
-                key, value = parse_override(item)
-            except ValueError as error:
-                raise TrainError(f"override {error}") from None
-            values[key] = "" if value is None else value    # TrainConfig: empty = none
-        for name in ("train_sources", "languages"):
-            if isinstance(values.get(name), (list, tuple)):
-                values[name] = ",".join(values[name])
-        return cls.from_dict(values)
+        """A YAML (or JSON) file of parameters, then ``key=value`` overrides (values parsed as YAML;
+        ``lib.parameters.from_overrides``)."""
+        try:
+            return from_overrides(cls, path, overrides)
+        except ValueError as error:
+            raise TrainError(str(error)) from None
 
 
-def config_help() -> str:
-    """Every TrainConfig field with its default and help, by section (``python -m lib.train --help``)."""
-    lines = []
-    for f in dataclasses.fields(TrainConfig):
-        if "section" in f.metadata:
-            lines.append(f"{f.metadata['section']}:")
-        lines.append(f"  {f.name}={f.default!r}\n      {f.metadata['help']}")
-    return "\n".join(lines)
-
-
-def _literal(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, str) else repr(value)
+# The notebooks' CI profile (HBT_PROFILE=smoke): the TrainConfig defaults it replaces.
+SMOKE_PROFILE = {f.name: f.metadata["smoke"] for f in dataclasses.fields(TrainConfig) if "smoke" in f.metadata}
 
 
 ONE_LANGUAGE_SAMPLERS = ("en", "mono")   # the samplers that need no second language
@@ -278,19 +240,8 @@ def _check_validation_source(config: "TrainConfig") -> None:
 
 
 def notebook_parameters() -> str:
-    """The parameters cell of ``notebooks/03_train.ipynb``: one plain constant per TrainConfig field
-    (its default, or ``{"full": default, "smoke": value}[profile]`` for the ``SMOKE_PROFILE``
-    fields), commented with its help (``python -m lib.train --notebook-parameters``)."""
-    lines = ["import os", "",
-             'profile = os.environ.get("HBT_PROFILE", "full")  # "smoke": the tiny random backbone, a few steps, for CI']
-    for f in dataclasses.fields(TrainConfig):
-        if "section" in f.metadata:
-            lines += ["", f"# {f.metadata['section']}"]
-        value = _literal(f.default)
-        if f.name in SMOKE_PROFILE:
-            value = f'{{"full": {value}, "smoke": {_literal(SMOKE_PROFILE[f.name])}}}[profile]'
-        lines.append(f"{f.name} = {value}".ljust(34) + f"  # {f.metadata['help']}")
-    return "\n".join(lines)
+    """The parameters cell of ``notebooks/03_train.ipynb`` (``python -m lib.train --notebook-parameters``)."""
+    return parameters.notebook_parameters(TrainConfig)
 
 
 def train(config: TrainConfig, groups=None, progress: bool = True,
@@ -335,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     ``--help`` lists every TrainConfig field, ``--notebook-parameters`` prints 03_train's parameters cell."""
     parser = argparse.ArgumentParser(prog="python -m lib.train", description="Contrastive fine-tuning of the dual "
                                      "encoder; every TrainConfig field can be set as key=value.",
-                                     epilog="training parameters (key=value; default, help):\n" + config_help(),
+                                     epilog="training parameters (key=value; default, help):\n" + fields_help(TrainConfig),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of TrainConfig fields")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. steps=100 sampler=mono")

@@ -136,7 +136,7 @@ CASES = [
     Case("a checkpoint folder as backbone", lambda t: TrainConfig(backbone=checkpoint_folder(t)).resolved(),
          "holds a training checkpoint"),
     # --- the lib.train command line: one message, exit code 2, options anywhere ----------------
-    Case("CLI: misspelt key", cli_train("lerning_rate=1e-4"), "unknown training parameters ['lerning_rate']"),
+    Case("CLI: misspelt key", cli_train("lerning_rate=1e-4"), "unknown TrainConfig parameters ['lerning_rate'] (lerning_rate: did you mean learning_rate?)"),
     Case("CLI: --no-progress before key=value", cli_train("--no-progress", "steps=abc"),
          "steps 'abc': expected a whole number"),
     Case("CLI: key without '='", cli_train("steps"), "override 'steps': expected key=value"),

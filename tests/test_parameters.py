@@ -62,7 +62,12 @@ def test_overrides_are_read_as_yaml_and_unknown_names_are_refused(tmp_path):
     config = from_overrides(bias.BiasConfig, path, ["top_k=20", "device=cpu"])
     assert (config.runs, config.top_k, config.device) == ("a,b", 20, "cpu")
     assert from_overrides(evaluate.EvaluateConfig, None, ["max_questions=null"]).max_questions is None
-    with pytest.raises(ValueError, match="unknown BiasConfig parameters.*top_kk.*see --help"):
+    listed = tmp_path / "listed.yaml"                   # a text field: a YAML list is its comma form, null empty
+    listed.write_text("runs: [a, b]\ndevice: null\n")
+    assert (from_overrides(bias.BiasConfig, listed).runs, from_overrides(bias.BiasConfig, listed).device) == ("a,b", "")
+    with pytest.raises(ValueError, match="--config .*missing.yaml: no such file"):
+        from_overrides(bias.BiasConfig, tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="unknown BiasConfig parameters.*top_kk: did you mean top_k.*--help"):
         from_overrides(bias.BiasConfig, None, ["top_kk=3"])
     with pytest.raises(ValueError, match="key=value"):
         from_overrides(bias.BiasConfig, None, ["top_k"])

@@ -303,7 +303,7 @@ def test_config_from_file_and_overrides(tmp_path):
     assert config.source_list() == ["mlqa-r", "xquad-r"]
     resolved = config.resolved()
     assert resolved.run == "train-tiny-hybrid-a0.3-mlqa-r+xquad-r-s0"   # lib.naming.train_run_name
-    with pytest.raises(TrainError, match="unknown training parameters"):
+    with pytest.raises(TrainError, match="unknown TrainConfig parameters"):
         TrainConfig.from_file(None, ["stepz=3"])
     with pytest.raises(TrainError, match="sampler"):
         TrainConfig(sampler="nope").resolved()
