@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.11 and pip:
 #   make run    the default grid, params/grid.yaml, ending with the report (creates .venv if missing)
+#   (make run-weights: then params/grid-weights.yaml, + WiSE-FT and soups, report in outputs/report-weights/)
 #   make test   pytest for lib/ and nbval for every notebook (same set-up)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ WORKERS ?= 1
 # where the smoke-profile notebooks of `make test` write (kept apart from real runs)
 SMOKE_OUTPUTS ?= $(CURDIR)/outputs/ci-smoke
 
-.PHONY: venv run grid grid-smoke test test-lib test-notebooks lab lab-check clean-smoke
+.PHONY: venv run run-weights grid grid-smoke test test-lib test-notebooks lab lab-check clean-smoke
 
 venv: $(VENV)/.installed
 
@@ -23,6 +24,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 run: venv
 	$(PY) -m lib.grid $(GRID) --workers $(WORKERS)
+
+run-weights: run
+	$(PY) -m lib.grid params/grid-weights.yaml --workers $(WORKERS)
 
 grid: run
 

@@ -665,6 +665,9 @@ def test_make_run_is_the_default_grid():
     out = subprocess.run(["make", "-n", "-o", ".venv/.installed", "run"], cwd=PROJECT_ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert "-m lib.grid params/grid.yaml" in out
+    out = subprocess.run(["make", "-n", "-o", ".venv/.installed", "run-weights"], cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.index("-m lib.grid params/grid.yaml") < out.index("-m lib.grid params/grid-weights.yaml")
 
 
 # -------------------------------------------------------------------------------- parallel workers
