@@ -13,7 +13,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("hardware", "io", "naming", "validation", "cli", "completion", "parameters", "tracking",
                      "tatoeba_checksums")),
     ("data", ("data", "training_data", "translation", "sources", "sampling", "batch_composition", "data_figures")),
-    ("model", ("backbones", "dropout", "openvino_engine", "encode", "losses", "dual_encoder", "gradcache", "checkpoint", "model_card")),
+    ("model", ("backbones", "dropout", "encode", "losses", "dual_encoder", "gradcache", "checkpoint", "model_card")),
     ("training", ("trainer", "train", "weights", "weight_systems")),
     ("retrieval", ("retrieval", "run_files", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),

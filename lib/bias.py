@@ -287,13 +287,12 @@ def run_embeddings(config: dict[str, Any], device: str = "auto"):
     texts = {"query": dataset.questions.text, "passage": dataset.candidates.text}
     device = default_device() if device == "auto" else device
     precision = config.get("precision", "auto")             # as the evaluation encoded (lib.encode)
-    engine = config.get("engine", "torch")
-    embeddings = {side: cached_embeddings(get_backbone(backbone), texts[side], side, precision, device, engine)
+    embeddings = {side: cached_embeddings(get_backbone(backbone), texts[side], side, precision, device)
                   for side in texts}
     if any(value is None for value in embeddings.values()):  # cache miss: encode with the model
         model = load_model(backbone, device=device)
-        embeddings = {side: encode(model, texts[side], side, batch_size=batch_size, precision=precision,
-                                   engine=engine) for side in texts}
+        embeddings = {side: encode(model, texts[side], side, batch_size=batch_size, precision=precision)
+                      for side in texts}
     return dataset, embeddings["query"], embeddings["passage"]
 
 

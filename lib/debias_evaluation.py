@@ -103,12 +103,12 @@ def pool_sample(languages, size: int = POOL_SIZE, seed: int = 0) -> np.ndarray:
 
 def debias_statistics(model, dataset: RetrievalDataset, variants, batch_size: int = 64,
                       reference_dir=None, precision: str = "auto",
-                      pool_size: int = POOL_SIZE, engine: str = "torch") -> DebiasStatistics:
+                      pool_size: int = POOL_SIZE) -> DebiasStatistics:
     """Encode (or read from the cache) only what ``variants`` need, in the evaluation's
     ``precision``: see the module's table."""
     sources = {spec.source for spec in variants if spec.method != "none"}
     statistics = DebiasStatistics()
-    encode_as = dict(batch_size=batch_size, precision=precision, engine=engine)
+    encode_as = dict(batch_size=batch_size, precision=precision)
     if "pool" in sources:
         rows = pool_sample(dataset.candidates.lang.to_numpy(), pool_size)
         sample = dataset.candidates.iloc[rows]

@@ -5,9 +5,8 @@ shows a progress bar; this module adds the backbone's per-side prefix and maximu
 autocast in the precision ``lib.hardware.resolve_precision`` picks (``auto``: bf16 on a GPU or
 a CPU with bf16 units, fp32 elsewhere; embeddings are returned as float32 either way, and
 normalised in float32), and a cache of embeddings under ``outputs/cache/embeddings`` keyed on
-the model, the side, its settings, the precision, the engine and the exact texts, so that
-re-running an evaluation re-encodes nothing. ``engine="openvino"`` runs the transformer through
-OpenVINO on CPU (:mod:`lib.openvino_engine`, inference only); ``torch`` is the default.
+the model, the side, its settings, the precision and the exact texts, so that re-running an
+evaluation re-encodes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import torch
 
 from lib.hardware import autocast_dtype, device_type, resolve_precision
 from lib.io import atomic_path, fingerprint, outputs_dir
-from lib.openvino_engine import check_engine, openvino_transformer
 
 SIDES = ("query", "passage")
 
@@ -42,19 +40,18 @@ def _max_length(backbone, side: str) -> int:
     return backbone.max_query_length if side == "query" else backbone.max_passage_length
 
 
-def cache_file(backbone, texts: Sequence[str], side: str, precision: str = "fp32", engine: str = "torch") -> Path:
+def cache_file(backbone, texts: Sequence[str], side: str, precision: str = "fp32") -> Path:
     """Where the embeddings of ``texts`` by ``backbone`` (a ``lib.backbones.Backbone``) in a
-    resolved ``precision`` (fp32, bf16, fp16) and ``engine`` are cached."""
-    parts = [model_identity(backbone), side, _max_length(backbone, side), precision, list(texts)]
-    key = fingerprint(*parts, engine) if engine != "torch" else fingerprint(*parts)   # torch: the keys as before
+    resolved ``precision`` (fp32, bf16, fp16) are cached."""
+    key = fingerprint(model_identity(backbone), side, _max_length(backbone, side), precision, list(texts))
     return outputs_dir() / "cache" / "embeddings" / f"{backbone.name}-{side}-{key}.npy"
 
 
 def cached_embeddings(backbone, texts: Sequence[str], side: str, precision: str = "auto",
-                      device: str = "cpu", engine: str = "torch") -> np.ndarray | None:
+                      device: str = "cpu") -> np.ndarray | None:
     """The cached embeddings of ``texts`` (``precision`` resolved on ``device``, as :func:`encode`
     would), or ``None`` on a miss; needs no model."""
-    path = cache_file(backbone, texts, side, resolve_precision(precision, device), engine)
+    path = cache_file(backbone, texts, side, resolve_precision(precision, device))
     return np.load(path) if path.is_file() else None
 
 
@@ -66,26 +63,22 @@ def autocast(device: str, precision: str = "auto"):
 
 
 def encode(model, texts: Sequence[str], side: str, batch_size: int = 64, cache: bool = True,
-           precision: str = "auto", show_progress_bar: bool = True, engine: str = "torch") -> np.ndarray:
+           precision: str = "auto", show_progress_bar: bool = True) -> np.ndarray:
     """Embed ``texts`` as queries or passages (``side``): float32, L2-normalised rows.
 
     ``encode(model, ["Wer ...?"], "query")`` prepends the backbone's query prefix and truncates
     at its ``max_query_length``. ``precision`` (auto, fp32, bf16, fp16) is resolved by
     ``lib.hardware.resolve_precision`` on the model's device; under bf16 the model runs in
-    autocast and its pooled outputs are cast to float32 before the L2 normalisation. ``engine``:
-    torch, or openvino (CPU; the transformer compiled in that precision, :mod:`lib.openvino_engine`).
+    autocast and its pooled outputs are cast to float32 before the L2 normalisation.
     """
     texts = list(texts)
     backbone = model.backbone
-    check_engine(engine, model.device)
     resolved = resolve_precision(precision, model.device)
-    path = cache_file(backbone, texts, side, resolved, engine) if cache else None
+    path = cache_file(backbone, texts, side, resolved) if cache else None
     if path is not None and path.is_file():
         return np.load(path)
     model.max_seq_length = _max_length(backbone, side)
-    running = (openvino_transformer(model, resolved) if engine == "openvino"
-               else autocast(str(model.device), resolved))
-    with running:
+    with autocast(str(model.device), resolved):
         embeddings = model.encode(texts, prompt_name=side, batch_size=batch_size, convert_to_tensor=True,
                                   show_progress_bar=show_progress_bar)
     embeddings = torch.nn.functional.normalize(embeddings.float(), dim=1)

@@ -26,7 +26,6 @@ from lib.encode import encode
 from lib.hardware import resolve_precision
 from lib.io import run_dir
 from lib.naming import debias_run_name
-from lib.openvino_engine import check_engine
 from lib.metrics import per_query_metrics, summarise, summary_table
 from lib.model_card import update_card_metrics
 from lib.parameters import param, parse_command_line
@@ -43,12 +42,11 @@ LAREQA_REPORT_METRICS = ("mono map", "cross map", "multi map", "mono map@20", "c
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
                     settings=SETTINGS, top_k: int = 10, run_depth: int = RUN_DEPTH,
-                    debias: str = "none", precision: str = "auto", engine: str = "torch") -> Evaluation:
+                    debias: str = "none", precision: str = "auto") -> Evaluation:
     """Ranks of every relevant candidate per setting -> per-query metrics and the paper's macro
     averages; with ``multi``, also the ``top_k`` neighbours of each multilingual query (``lib.bias``);
     the top ``run_depth`` of every ranking as TREC run files and qrels (``lib.run_files``; 0 = none).
-    ``precision`` (auto | fp32 | bf16) and ``engine`` (torch | openvino) are the encoding's
-    (``lib.encode``); scores are fp32. The
+    ``precision`` (auto | fp32 | bf16) is the encoding's (``lib.encode``); scores are fp32. The
     pool is scored once (``score_lareqa``): ranks and neighbours both come from that pass.
 
     ``debias``: a comma-separated list of ``lib.debias`` variants (``"none,center-pool"``); the
@@ -57,15 +55,14 @@ def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
     """
     timings = {}
     start = time.perf_counter()
-    encode_as = dict(batch_size=batch_size, precision=precision, engine=engine)
-    questions = encode(model, dataset.questions.text, "query", **encode_as)
+    questions = encode(model, dataset.questions.text, "query", batch_size=batch_size, precision=precision)
     timings["encode_questions_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    candidates = encode(model, dataset.candidates.text, "passage", **encode_as)
+    candidates = encode(model, dataset.candidates.text, "passage", batch_size=batch_size, precision=precision)
     timings["encode_candidates_s"] = time.perf_counter() - start
     variants = parse_variants(debias)
     start = time.perf_counter()
-    statistics = debias_statistics(model, dataset, variants, **encode_as)
+    statistics = debias_statistics(model, dataset, variants, batch_size=batch_size, precision=precision)
     if len(variants) > 1:
         timings["encode_debias_statistics_s"] = time.perf_counter() - start
     evaluations = {}
@@ -120,10 +117,10 @@ def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluat
               "n_candidates": len(data.candidates),
               "run_files": (f"{TREC_FOLDER}/<setting>.run.gz (top {request.run_depth} per query) and "
                             f"{TREC_FOLDER}/<setting>.qrels" if request.run_depth else "none (run_depth 0)"),
-              "precision": resolve_precision(request.precision, model.device), "engine": request.engine,
+              "precision": resolve_precision(request.precision, model.device),
               "index": "exact inner product on L2-normalised embeddings, ranks by counting (lib.retrieval)"}
     return evaluate_lareqa(model, data, batch_size=request.batch_size, debias=request.debias,
-                           precision=request.precision, engine=request.engine, run_depth=request.run_depth), config
+                           precision=request.precision, run_depth=request.run_depth), config
 
 
 DATASETS = tuple(EVALUATORS)
@@ -152,8 +149,7 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
                    batch_size: int = 64, device: str = "auto", run: str = "",
                    max_questions: int | None = None, languages: list[str] | None = None,
                    data_dir: str | None = None, index: str = "flat", debias: str = "none",
-                   precision: str = "auto", run_depth: int = RUN_DEPTH,
-                   engine: str = "torch") -> tuple[Evaluation, Path]:
+                   precision: str = "auto", run_depth: int = RUN_DEPTH) -> tuple[Evaluation, Path]:
     """Everything 04_evaluate does, in one call: load, encode, search, score, write ``outputs/<run>/``.
 
     ``backbone`` is a registry name (``params/backbones``) or a trained model folder; ``dataset``
@@ -163,8 +159,7 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     ``lib.debias`` variants; each one other than ``none`` is written to its own run folder,
     ``<run>-<variant>`` (``lib.naming.debias_run_name``), from the same embeddings. ``precision``:
     LAReQA's encoding precision (auto | fp32 | bf16, ``lib.hardware.resolve_precision``; recorded
-    resolved in config.json); ``engine``: its inference engine (torch | openvino, CPU:
-    ``lib.openvino_engine``). ``run_depth``: LAReQA's TREC run files keep the top ``run_depth`` of
+    resolved in config.json). ``run_depth``: LAReQA's TREC run files keep the top ``run_depth`` of
     every ranking (0: none).
     """
     evaluator = evaluator_for(dataset)
@@ -174,13 +169,9 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     if len(variants) > 1 and dataset not in LAREQA_DATASETS:
         raise ValueError(f"debias={debias!r} applies to the LAReQA datasets {LAREQA_DATASETS}, not {dataset!r}; "
                          "leave it at 'none'")
-    if engine != "torch" and dataset not in LAREQA_DATASETS:
-        raise ValueError(f"engine={engine!r} applies to the LAReQA datasets {LAREQA_DATASETS}, not {dataset!r}; "
-                         "leave it at 'torch'")
     request = EvaluationRequest(dataset, candidate_context, batch_size, max_questions, languages, data_dir, index,
-                                debias=",".join(variants), precision=precision, run_depth=run_depth, engine=engine)
+                                debias=",".join(variants), precision=precision, run_depth=run_depth)
     device = default_device() if device == "auto" else device
-    check_engine(engine, device)     # before the model is loaded
     started = time.perf_counter()
     model = load_model(backbone, device=device)
     evaluation, dataset_config = evaluator.evaluate(model, request)
@@ -221,8 +212,6 @@ class EvaluateConfig:
                         "center-transductive, lir-k1-pool ...)")
     precision: str = param("auto", "LAReQA encoding: auto | fp32 | bf16 (lib.hardware; auto: bf16 or fp16 on a GPU, "
                            "bf16 on a CPU with bf16 units, else fp32); scores and metrics stay fp32")
-    engine: str = param("torch", "LAReQA encoding's inference engine: torch | openvino (CPU only, pip install "
-                        "openvino; lib.openvino_engine)")
     run_depth: int = param(RUN_DEPTH, "LAReQA: TREC run files (outputs/<run>/trec/) with the top run_depth candidates "
                            "of every ranking; 0: none (full XQuAD-R: ~185 MB and ~60 s per run and variant)")
     run: str = param("", "outputs/<run>; empty: eval-<backbone>-<dataset>[-paragraph]")
@@ -234,8 +223,7 @@ def evaluate_step(config: EvaluateConfig) -> tuple[Evaluation, Path]:
     return run_evaluation(config.backbone, dataset=config.dataset, candidate_context=config.candidate_context,
                           batch_size=config.batch_size, device=config.device, run=config.run,
                           max_questions=config.max_questions, languages=languages, index=config.index,
-                          debias=config.debias, precision=config.precision, run_depth=config.run_depth,
-                          engine=config.engine)
+                          debias=config.debias, precision=config.precision, run_depth=config.run_depth)
 
 
 def main(argv=None) -> tuple[Evaluation, Path] | None:

@@ -97,7 +97,6 @@ class EvaluationRequest:
     index: str = "flat"                   # MIRACL: flat | ivf | hnsw | ivfpq
     debias: str = "none"                  # LAReQA: comma-separated lib.debias variants, "none" first
     precision: str = "auto"               # LAReQA encoding: auto | fp32 | bf16 (lib.hardware)
-    engine: str = "torch"                 # LAReQA encoding: torch | openvino (lib.openvino_engine)
     run_depth: int = 100                  # LAReQA: TREC run files with the top run_depth (0 = none)
 
 
