@@ -87,7 +87,7 @@ class Schedule:
     records: list[dict] = field(default_factory=list)
     stopping: bool = False                         # a job failed without keep_going: start nothing new
     progress: GridProgress | None = None           # the line printed as each job starts
-    session: str = field(default_factory=lambda: _now())   # when this start of the grid began (UTC)
+    session: str = field(default_factory=_now)   # when this start of the grid began (UTC)
 
     def record(self, job: Job, state: str, started: float) -> None:
         """The job's end in ``status.csv`` (rewritten: this start's jobs) and ``history.csv`` (one

@@ -47,7 +47,6 @@ from lib.validation import ParameterError, check_range, coerce_fields
 from lib.tracking import REPORT_TO, wandb_module
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_param = param   # lib.parameters: help, smoke value (HBT_PROFILE=smoke, the notebooks' CI profile), section
 
 
 @dataclass
@@ -60,57 +59,57 @@ class TrainConfig:
         config = TrainConfig.from_file("params/train/x.yaml", ["steps=10", "sampler=mono"])
     """
 
-    backbone: str = _param("me5-small-q4", "registry name (params/backbones/*.yaml) or model folder",
-                           smoke="tiny", section="model")
-    freeze_embeddings: bool | str = _param("auto", "freeze the word-embedding table: true | false | auto (CPU only)")
-    train_sources: str = _param("mlqa-r", "comma-separated training sources (params/sources/*.yaml: mlqa-r, "
-                                "xquad-r, mmarco, ...); a batch's source drawn by size", section="data")
-    translation_model: str = _param("", "machine translation of hub-qa sources; empty: each source's own (NLLB); "
-                                    "tiny-mt: random, offline (smoke)")
-    languages: str = _param("", "comma-separated training languages; empty: all")
-    candidate_context: str = _param("sentence", "positives as sentences, or sentence + paragraph")
-    max_negatives: int = _param(3, "hard negatives kept per group and language")
-    data_dir: str = _param("", "LAReQA folder; empty: LAREQA_DIR or the download cache")
-    sampler: str = _param("hybrid", "en | xx | mono | cross | hybrid (lib.sampling)", section="batches")
-    alpha: float = _param(0.5, "hybrid: probability that a batch is monolingual")
-    source_temperature: float = _param(1.0, "source of a batch ~ size ** (1 / T)")
-    batch_size: int = _param(32, "pairs per contrastive batch (over all processes)", smoke=8)
-    hard_negatives: bool = _param(True, "add each pair's hard negative to the candidates")
-    negative_language: str = _param("passage", "language of the hard negative: passage | query")
-    temperature: float = _param(0.05, "InfoNCE tau (0.05 = scale 20)", section="loss and optimisation")
-    symmetric: bool = _param(False, "add the passage-to-query direction")
-    steps: int = _param(150, "optimizer steps", smoke=4)
-    learning_rate: float = _param(3e-5, "AdamW peak learning rate")
-    weight_decay: float = _param(0.01, "AdamW weight decay (not on biases and LayerNorm)")
-    warmup_ratio: float = _param(0.1, "share of steps with a linearly rising learning rate")
-    max_grad_norm: float = _param(1.0, "gradient clipping (0 = off)")
-    grad_accumulation: int = _param(1, "batches per optimizer step")
-    mini_batch_size: int = _param(0, "gradient caching (lib.gradcache): pairs per process encoded at once, "
-                                  "the memory of a chunk with the gradients of the whole batch; 0: off")
-    precision: str = _param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, bf16 on a "
+    backbone: str = param("me5-small-q4", "registry name (params/backbones/*.yaml) or model folder",
+                          smoke="tiny", section="model")
+    freeze_embeddings: bool | str = param("auto", "freeze the word-embedding table: true | false | auto (CPU only)")
+    train_sources: str = param("mlqa-r", "comma-separated training sources (params/sources/*.yaml: mlqa-r, "
+                               "xquad-r, mmarco, ...); a batch's source drawn by size", section="data")
+    translation_model: str = param("", "machine translation of hub-qa sources; empty: each source's own (NLLB); "
+                                   "tiny-mt: random, offline (smoke)")
+    languages: str = param("", "comma-separated training languages; empty: all")
+    candidate_context: str = param("sentence", "positives as sentences, or sentence + paragraph")
+    max_negatives: int = param(3, "hard negatives kept per group and language")
+    data_dir: str = param("", "LAReQA folder; empty: LAREQA_DIR or the download cache")
+    sampler: str = param("hybrid", "en | xx | mono | cross | hybrid (lib.sampling)", section="batches")
+    alpha: float = param(0.5, "hybrid: probability that a batch is monolingual")
+    source_temperature: float = param(1.0, "source of a batch ~ size ** (1 / T)")
+    batch_size: int = param(32, "pairs per contrastive batch (over all processes)", smoke=8)
+    hard_negatives: bool = param(True, "add each pair's hard negative to the candidates")
+    negative_language: str = param("passage", "language of the hard negative: passage | query")
+    temperature: float = param(0.05, "InfoNCE tau (0.05 = scale 20)", section="loss and optimisation")
+    symmetric: bool = param(False, "add the passage-to-query direction")
+    steps: int = param(150, "optimizer steps", smoke=4)
+    learning_rate: float = param(3e-5, "AdamW peak learning rate")
+    weight_decay: float = param(0.01, "AdamW weight decay (not on biases and LayerNorm)")
+    warmup_ratio: float = param(0.1, "share of steps with a linearly rising learning rate")
+    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)")
+    grad_accumulation: int = param(1, "batches per optimizer step")
+    mini_batch_size: int = param(0, "gradient caching (lib.gradcache): pairs per process encoded at once, "
+                                 "the memory of a chunk with the gradients of the whole batch; 0: off")
+    precision: str = param("auto", "auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on a GPU, bf16 on a "
                                     "CPU with bf16 units, else fp32 (lib.hardware)")
-    dropout_masks: str = _param("auto", "auto | torch | numpy: who draws the dropout masks; numpy is the same "
-                                "dropout, faster on CPU (lib.dropout); auto: numpy on CPU, torch on GPUs")
-    seed: int = _param(0, "seed of the model, the batches and dropout")
-    device: str = _param("auto", "auto | cpu | cuda | cuda:N")
-    validation_fraction: float = _param(0.1, "share of question ids held out (split_by_qid)",
-                                        section="validation, early stopping, checkpoints")
-    validation_source: str = _param("", "a registered source (params/sources) as the validation set, e.g. "
-                                    "squadshifts (the paper's English SQuADShifts): nothing is held out of "
-                                    "train_sources; empty: validation_fraction of train_sources' ids")
-    split_seed: int = _param(0, "held-out ids and validation batches: the same for every seed")
-    validation_sampler: str = _param("hybrid", "sampler of the fixed validation batches (alpha 0.5): comparable losses")
-    validation_batch_size: int = _param(0, "pairs per validation batch; 0: batch_size, lowered to what the "
+    dropout_masks: str = param("auto", "auto | torch | numpy: who draws the dropout masks; numpy is the same "
+                               "dropout, faster on CPU (lib.dropout); auto: numpy on CPU, torch on GPUs")
+    seed: int = param(0, "seed of the model, the batches and dropout")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N")
+    validation_fraction: float = param(0.1, "share of question ids held out (split_by_qid)",
+                                       section="validation, early stopping, checkpoints")
+    validation_source: str = param("", "a registered source (params/sources) as the validation set, e.g. "
+                                   "squadshifts (the paper's English SQuADShifts): nothing is held out of "
+                                   "train_sources; empty: validation_fraction of train_sources' ids")
+    split_seed: int = param(0, "held-out ids and validation batches: the same for every seed")
+    validation_sampler: str = param("hybrid", "sampler of the fixed validation batches (alpha 0.5): comparable losses")
+    validation_batch_size: int = param(0, "pairs per validation batch; 0: batch_size, lowered to what the "
                                          "held-out ids allow (the value used is in config.json)")
-    validation_batches: int = _param(8, "fixed validation batches of validation_batch_size pairs")
-    eval_every: int = _param(25, "steps between validation losses (0 = only at the end)")
-    patience: int = _param(3, "evaluations without improvement before stopping (0 = never)")
-    checkpoint_every: int = _param(50, "steps between checkpoints (0 = none)")
-    keep_checkpoints: int = _param(2, "checkpoints kept (the latest ones)")
-    run: str = _param("", "outputs/<run>; empty: lib.naming.train_run_name (backbone, sampler, sources, seed)")
-    resume: bool = _param(True, "continue from the latest checkpoint of the run")
-    report_to: str = _param("none", "none | tensorboard | wandb: also log loss, validation loss, learning rate "
-                            "and throughput there (lib.tracking)")
+    validation_batches: int = param(8, "fixed validation batches of validation_batch_size pairs")
+    eval_every: int = param(25, "steps between validation losses (0 = only at the end)")
+    patience: int = param(3, "evaluations without improvement before stopping (0 = never)")
+    checkpoint_every: int = param(50, "steps between checkpoints (0 = none)")
+    keep_checkpoints: int = param(2, "checkpoints kept (the latest ones)")
+    run: str = param("", "outputs/<run>; empty: lib.naming.train_run_name (backbone, sampler, sources, seed)")
+    resume: bool = param(True, "continue from the latest checkpoint of the run")
+    report_to: str = param("none", "none | tensorboard | wandb: also log loss, validation loss, learning rate "
+                           "and throughput there (lib.tracking)")
 
     def __post_init__(self) -> None:
         """Values as their fields declare (``"1e-4"`` from YAML -> 0.0001), or a TrainError naming the field."""
