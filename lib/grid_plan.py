@@ -10,6 +10,9 @@ A grid file (``params/grid*.yaml``) lists::
     seeds: [0, 1, 2]                          # default for every sampler ...
     seeds_by_sampler: {en: [0]}               # ... unless overridden here
     alphas: [0.5]                             # hybrid only
+    budgets: [40, 160, 640]                   # training steps: one training per budget, each with
+                                              # its own warm-up and decay (run tag b<steps>, system
+                                              # "hybrid a=0.5 @160"); empty: train.steps
     train_datasets: [mlqa-r]                  # each entry one training mixture ("mlqa-r,xquad-r") ...
     eval_datasets: [xquad-r, miracl]          # ... evaluated on these, unless the entry says
                                               # {train: xquad-r, evaluate: [mlqa-r]}
@@ -58,8 +61,8 @@ from lib.data import CANDIDATE_CONTEXTS
 from lib.evaluate import DATASETS, LAREQA_DATASETS
 from lib.grid_systems import MERGE_JOB, GridSystemsError, check_weight_space, debias_variants, weight_systems
 from lib.io import PROJECT_ROOT, outputs_dir, read_yaml_mapping
-from lib.naming import (bias_run_name, comparison_run_name, debias_run_name, debias_system_name, eval_run_name,
-                        system_name, train_run_name, zero_shot_run_name)
+from lib.naming import (bias_run_name, budget_system_name, budget_tag, comparison_run_name, debias_run_name,
+                        debias_system_name, eval_run_name, join_tags, system_name, train_run_name, zero_shot_run_name)
 from lib.notebooks import NOTEBOOKS_DIR, is_complete, notebook_parameters
 from lib.sampling import SAMPLERS
 from lib.scheduler import Job
@@ -103,6 +106,7 @@ class Grid:
     debias: list[str] = field(default_factory=lambda: ["none"])   # lib.debias variants of every evaluation
     wise_ft: dict[str, Any] = field(default_factory=dict)         # {lambdas: [0.5], samplers: [...]}
     soups: list[list[str]] = field(default_factory=list)          # [[mono, cross]]: one soup per seed
+    budgets: list[int] = field(default_factory=list)              # training steps per budget (a curve)
     source: str = ""                        # the file it came from (params/<name>.yaml)
 
     @property
@@ -180,7 +184,7 @@ def load_grid(path: str | Path) -> Grid:
         raise GridError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
     values = dict(raw)
     values.setdefault("name", path.stem)
-    for key in ("backbones", "samplers", "train_datasets", "eval_datasets", "seeds", "alphas"):
+    for key in ("backbones", "samplers", "train_datasets", "eval_datasets", "seeds", "alphas", "budgets"):
         if key in values:
             values[key] = _as_list(values[key], key, str(path))
     for key in ("train", "evaluate", "bias", "report", "estimate", "seeds_by_sampler"):
@@ -259,6 +263,12 @@ def validate_grid(grid: Grid) -> None:
         clash = sorted(set(getattr(grid, section)) & (RESERVED[section] - ({"run"} if section == "report" else set())))
         if clash:
             raise GridError(f"{where}: {section} sets {clash}, which the grid sets per cell; remove them")
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in grid.budgets) \
+            or len(set(grid.budgets)) != len(grid.budgets):
+        raise GridError(f"{where}: budgets must be distinct positive step counts, got {grid.budgets!r}")
+    if grid.budgets and "steps" in grid.train:
+        raise GridError(f"{where}: train.steps and budgets both set the steps; keep budgets (one training "
+                        "per budget) and remove train.steps")
     for seeds in [grid.seeds, *grid.seeds_by_sampler.values()]:
         if not seeds or any(not isinstance(s, int) for s in seeds):
             raise GridError(f"{where}: seeds must be non-empty lists of integers, got {seeds!r}")
@@ -318,15 +328,17 @@ class Cell:
     merged: tuple[str, ...] = ()                # wise-ft, soup: the training runs merged
     label: str = ""                             # wise-ft, soup: the system's name (lib.naming)
     lam: float | None = None                    # wise-ft: the weight of the fine-tuned model
+    budget: int | None = None                   # budget grids: the training steps of this cell
 
     @property
     def system(self) -> str:
-        """:func:`lib.naming.system_name`; zero-shot on paragraphs is its own system, ``zero-shot paragraph``."""
+        """:func:`lib.naming.system_name` (`` @<steps>`` in a budget grid); zero-shot on paragraphs is
+        its own system, ``zero-shot paragraph``."""
         if self.label:
             return self.label
         if self.sampler == ZERO_SHOT and self.candidate_context != "sentence":
             return f"{ZERO_SHOT} {self.candidate_context}"
-        return system_name(self.sampler, self.alpha)
+        return budget_system_name(system_name(self.sampler, self.alpha), self.budget)
 
 
 def expand_cells(grid: Grid) -> list[Cell]:
@@ -344,22 +356,30 @@ def expand_cells(grid: Grid) -> list[Cell]:
             # seed-major: every sampler's first seed, then every sampler's second, ... so that a grid
             # stopped early still compares the samplers on equal footing
             seeds = sorted({seed for sampler in grid.samplers for seed in grid.seeds_for(sampler)})
-            for seed in seeds:
-                for sampler in grid.samplers:
-                    if seed not in grid.seeds_for(sampler):
-                        continue
-                    alphas = [float(a) for a in grid.alphas] if sampler == "hybrid" else [None]
-                    for alpha in alphas:
-                        train = train_run_name(backbone, sampler, alpha, sources, seed, grid.tag)
-                        cells.append(Cell(backbone, sampler, alpha, seed, sources, train, tuple(
-                            (d, eval_run_name(train, d, context)) for d in mixture["evaluate"]), context))
+            for budget in grid.budgets or [None]:       # smallest budget first: its curve point comes early
+                for seed in seeds:
+                    cells += _sampler_cells(grid, backbone, mixture, seed, budget)
     evaluated = {c.train_run: c.eval_runs for c in cells}
     for merged in weight_systems([c for c in cells if c.train_run], grid.wise_ft, grid.soups, grid.tag):
         datasets = [d for d, _ in evaluated[merged.inputs[0]]]
         sampler = "+".join(c.sampler for c in cells if c.train_run in merged.inputs)
         cells.append(Cell(merged.backbone, sampler, None, merged.seed, merged.sources, merged.run, tuple(
             (d, eval_run_name(merged.run, d, context)) for d in datasets), context, merged.method, merged.inputs,
-            merged.system, merged.lam))
+            merged.system, merged.lam, merged.budget))
+    return cells
+
+
+def _sampler_cells(grid: Grid, backbone: str, mixture: dict[str, Any], seed: int, budget: int | None) -> list[Cell]:
+    """The trained cells of one backbone, mixture, seed and budget: every sampler (x alpha for hybrid)."""
+    cells, context, sources = [], grid.candidate_context, mixture["train"]
+    for sampler in grid.samplers:
+        if seed not in grid.seeds_for(sampler):
+            continue
+        alphas = [float(a) for a in grid.alphas] if sampler == "hybrid" else [None]
+        for alpha in alphas:
+            train = train_run_name(backbone, sampler, alpha, sources, seed, join_tags(grid.tag, budget_tag(budget)))
+            cells.append(Cell(backbone, sampler, alpha, seed, sources, train, tuple(
+                (d, eval_run_name(train, d, context)) for d in mixture["evaluate"]), context, budget=budget))
     return cells
 
 
@@ -376,7 +396,7 @@ def plan_jobs(grid: Grid) -> list[Job]:
             jobs.append(Job("merge", MERGE_JOB, cell.train_run, parameters, cell, needs=cell.merged))
         elif cell.train_run:
             parameters = {"backbone": cell.backbone, "sampler": cell.sampler, "train_sources": cell.train_sources,
-                          "seed": cell.seed, **grid.train}
+                          "seed": cell.seed, **grid.train, **({"steps": cell.budget} if cell.budget else {})}
             if cell.alpha is not None:
                 parameters["alpha"] = cell.alpha
             jobs.append(Job("train", NOTEBOOKS["train"], cell.train_run, parameters, cell))
@@ -446,7 +466,7 @@ def cell_table(grid: Grid) -> pd.DataFrame:
                              "train_sources": cell.train_sources, "dataset": dataset, "train_run": cell.train_run,
                              "eval_run": debias_run_name(eval_run, variant), "bias_run": bias_run_name(eval_run)
                              if variant == "none" and analyses_bias(dataset) else None,
-                             "base_system": cell.system, "method": cell.method,
+                             "base_system": cell.system, "method": cell.method, "budget": cell.budget,
                              "debias": variant, "transductive": variant.endswith("-transductive")})
     return pd.DataFrame(rows)
 

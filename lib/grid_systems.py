@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from lib.debias_evaluation import parse_variants
-from lib.naming import soup_run_name, soup_system_name, system_name, wise_ft_run_name, wise_ft_system_name
+from lib.naming import (budget_system_name, budget_tag, join_tags, soup_run_name, soup_system_name, system_name,
+                        wise_ft_run_name, wise_ft_system_name)
 
 MERGE_JOB = "lib.weight_systems"       # the "notebook" of a merge job: a module, run in-process
 
@@ -50,6 +51,12 @@ class WeightSystem:
     sources: str
     seed: int
     lam: float | None = None
+    budget: int | None = None        # budget grids: the training steps of the merged models
+
+
+def _budget(cell) -> int | None:
+    """The training budget of a trained cell (``lib.grid_plan.Cell.budget``; ``None`` outside budget grids)."""
+    return getattr(cell, "budget", None)
 
 
 def check_weight_space(wise_ft: Any, soups: Any, samplers: Sequence[str], where: str = "grid") -> None:
@@ -79,17 +86,18 @@ def weight_systems(trained: Sequence, wise_ft: Any, soups: Any, tag: str = "") -
     for cell in trained:
         if wise_ft and cell.sampler in wise_samplers:
             for lam in (float(x) for x in wise_ft["lambdas"]):
-                out.append(WeightSystem("wise-ft", wise_ft_run_name(cell.train_run, lam),
-                                        wise_ft_system_name(system_name(cell.sampler, cell.alpha), lam),
-                                        (cell.train_run,), cell.backbone, cell.train_sources, cell.seed, lam))
+                out.append(WeightSystem("wise-ft", wise_ft_run_name(cell.train_run, lam), budget_system_name(
+                    wise_ft_system_name(system_name(cell.sampler, cell.alpha), lam), _budget(cell)),
+                    (cell.train_run,), cell.backbone, cell.train_sources, cell.seed, lam, _budget(cell)))
     groups = {}
-    for cell in trained:
-        groups.setdefault((cell.backbone, cell.train_sources, cell.seed), []).append(cell)
-    for (backbone, sources, seed), cells in groups.items():
+    for cell in trained:     # a soup's ingredients share backbone, mixture, seed and budget
+        groups.setdefault((cell.backbone, cell.train_sources, cell.seed, _budget(cell)), []).append(cell)
+    for (backbone, sources, seed, budget), cells in groups.items():
         for ingredients in soups or []:
             chosen = [next((c for c in cells if c.sampler == s), None) for s in ingredients]
             if all(chosen):
-                out.append(WeightSystem("soup", soup_run_name(backbone, ingredients, sources, seed, tag),
-                                        soup_system_name(ingredients), tuple(c.train_run for c in chosen),
-                                        backbone, sources, seed))
+                out.append(WeightSystem("soup", soup_run_name(backbone, ingredients, sources, seed,
+                                                              join_tags(tag, budget_tag(budget))),
+                                        budget_system_name(soup_system_name(ingredients), budget),
+                                        tuple(c.train_run for c in chosen), backbone, sources, seed, None, budget))
     return out

@@ -5,7 +5,8 @@ name a configuration without reading its files. This module imports nothing from
 training step (:mod:`lib.train`), the grid (:mod:`lib.grid`) and the report all name runs here.
 
 * training     ``train-<backbone>-<sampler>[-a<alpha>]-<sources>-s<seed>[-<tag>]``
-  (sources joined by ``+``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``;
+  (sources joined by ``+``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``; a budget grid's
+  runs carry ``b<steps>`` in the tag (``...-s0-b160``) and their systems `` @<steps>``;
 * evaluation   ``eval-<training run>-<dataset>[-paragraph]``;
   zero-shot    ``zeroshot-<backbone>-<dataset>-<candidate context>``;
 * bias         ``bias-<evaluation run>``; the samplers side by side:
@@ -28,6 +29,21 @@ def alpha_text(alpha: float) -> str:
 def system_name(sampler: str, alpha: float | None = None) -> str:
     """How a configuration is named in tables: ``mono``, ``hybrid a=0.5``, ``zero-shot``."""
     return f"hybrid a={alpha_text(alpha)}" if sampler == "hybrid" and alpha is not None else sampler
+
+
+def budget_tag(steps: int | None) -> str:
+    """``b160``: the run-name part of a grid's training budget (``budgets:``); empty without one."""
+    return f"b{int(steps)}" if steps else ""
+
+
+def budget_system_name(system: str, steps: int | None) -> str:
+    """``hybrid a=0.5 @160``: a system trained at one budget of a budget grid; unchanged without one."""
+    return f"{system} @{int(steps)}" if steps else system
+
+
+def join_tags(*tags: str) -> str:
+    """``"paper" + "b160"`` -> ``"paper-b160"``: run-name tags joined, empty ones dropped."""
+    return "-".join(t for t in tags if t)
 
 
 def train_run_name(backbone: str, sampler: str, alpha: float | None, sources: str, seed: int, tag: str = "") -> str:
