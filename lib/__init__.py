@@ -19,5 +19,5 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("scores", ("metrics", "bias", "significance")),
     ("evaluation", ("results", "tatoeba", "miracl", "debias_evaluation", "evaluate")),
     ("orchestration", ("notebooks", "progress", "scheduler", "downloads", "grid_systems", "grid_plan", "grid", "slurm")),
-    ("report", ("gather", "systems_report", "report_tables", "report_plots", "report_budget", "report")),
+    ("report", ("gather", "systems_report", "report_tables", "report_plots", "report_curves", "report")),
 )

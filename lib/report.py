@@ -28,7 +28,7 @@ from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TIT
 from lib.grid_plan import Grid, load_grid
 from lib.io import run_dir, save_figure, write_json, write_provenance, write_text
 from lib.parameters import param, parse_command_line
-from lib.report_budget import budget_figures, budget_table
+from lib.report_curves import alpha_table, budget_table, curve_figures
 from lib.report_plots import metric_figure, significance_figure
 from lib.report_tables import (dataset_tables, format_mean_std, load_reference, paper_side_by_side, seed_summary,
                                significance_table, split_datasets)
@@ -311,9 +311,9 @@ def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] |
         write_text(run_path / "verdict.csv", report.tables[VERDICT_TITLE].to_csv(index=False))
     if len(report.extended):
         write_text(run_path / "extended.csv", report.extended.to_csv(index=False))
-    budget = budget_table(report.results)
-    if len(budget):                                          # budget grids: the curves' points
-        write_text(run_path / "budget.csv", budget.to_csv(index=False))
+    for name, table in (("budget", budget_table(report.results)), ("alpha", alpha_table(report.results))):
+        if len(table):                                       # budget and alpha grids: the curves' points
+            write_text(run_path / f"{name}.csv", table.to_csv(index=False))
     names = []
     for name, figure in (figures or {}).items():
         save_figure(figure, run_path / f"{name}.png")
@@ -382,7 +382,7 @@ def report_figures(report: Report) -> dict[str, Any]:
         tradeoff = tradeoff_figure(lareqa)
         if tradeoff is not None:
             figures["tradeoff"] = tradeoff
-    figures.update(budget_figures(report.results))          # budget grids only: metrics against steps
+    figures.update(curve_figures(report.results))           # budget and alpha grids: metrics against the axis
     for dataset, rows in others[others.status == "complete"].groupby("dataset", sort=False):
         metrics = summary_metrics(dataset)[:2]
         figures[f"{dataset}_per_system"] = metric_figure(rows, metrics, title=f"{dataset}: "

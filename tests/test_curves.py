@@ -1,4 +1,4 @@
-"""Budget grids (``budgets:`` in a grid file, lib.grid_plan) and their curves (lib.report_budget)."""
+"""Budget grids (``budgets:`` in a grid file, lib.grid_plan) and their curves, also against alpha (lib.report_curves)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lib.grid_plan import GridError, expand_cells, load_grid, plan_jobs
-from lib.report_budget import budget_figure, budget_table, curve_name, reference_lines
+from lib.report_curves import alpha_table, budget_figure, budget_table, curve_figures, curve_name, reference_lines
 
 matplotlib.use("Agg")
 
@@ -140,5 +140,23 @@ def test_smoke_budget_grid_runs_and_reports_its_curves(tmp_path, monkeypatch, la
     budget = pd.read_csv(report / "budget.csv")
     assert set(budget.budget) == {2, 3} and set(budget.curve) == {"hybrid a=0.5", "hybrid a=0.5 + center-pool"}
     assert (budget.n_seeds == 2).all() and budget["mean"].notna().all()
-    from lib.report_budget import budget_figures
-    assert list(budget_figures(pd.read_csv(report / "results.csv"))) == ["budget_xquad-r"]   # the report's figure
+    assert list(curve_figures(pd.read_csv(report / "results.csv"))) == ["budget_xquad-r"]   # the report's figure
+
+
+def test_alpha_table_and_figure_put_alpha_on_a_linear_axis():
+    rows = []
+    for alpha in (0.0, 0.5, 1.0):
+        for seed in (0, 1):
+            for suffix, shift in (("", 0.0), (" + center-pool", 0.01)):
+                rows.append({"dataset": "xquad-r", "system": f"hybrid a={alpha:g}{suffix}", "alpha": alpha, "seed": seed,
+                             "status": "complete", "train_run": "t", "mono map": 0.7 + alpha / 10 + shift + seed / 100})
+    results = pd.DataFrame(rows)
+    table = alpha_table(results)
+    assert set(table.curve) == {"hybrid", "hybrid + center-pool"} and sorted(set(table.alpha)) == [0.0, 0.5, 1.0]
+    row = table[(table.curve == "hybrid") & (table.alpha == 1.0)]
+    assert row["mean"].item() == pytest.approx(0.805) and row["n_seeds"].item() == 2
+    figures = curve_figures(results)
+    assert list(figures) == ["alpha_xquad-r"]
+    axis = figures["alpha_xquad-r"].axes[0]
+    assert axis.get_xscale() == "linear" and axis.get_xlabel().startswith("alpha")
+    assert alpha_table(results[results.alpha == 0.5]).empty                      # one alpha: no curve
