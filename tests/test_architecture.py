@@ -115,3 +115,18 @@ def test_imports_inside_functions_are_seen(tmp_path):
     module = tmp_path / "probe.py"
     module.write_text("def f():\n    from lib.grid import x\n    import lib.report\n", encoding="utf-8")
     assert _lib_imports(module) == {"grid", "report"}
+
+
+def test_the_import_graph_in_docs_is_current():
+    """docs/architecture.md's diagram is generated from the imports (scripts/architecture_diagram.py)."""
+    from scripts.architecture_diagram import DOC, render
+
+    text = DOC.read_text(encoding="utf-8")
+    assert render(text) == text, "run: python scripts/architecture_diagram.py"
+
+
+def test_the_diagram_keeps_only_edges_no_other_path_implies():
+    from scripts.architecture_diagram import transitive_reduction
+
+    graph = {"a": {"b", "c"}, "b": {"c"}, "c": set()}
+    assert transitive_reduction(graph) == {"a": {"b"}, "b": {"c"}, "c": set()}
