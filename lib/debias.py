@@ -173,8 +173,28 @@ def transform(embeddings: np.ndarray, languages: Sequence[str], spec: Debias, re
               side: str = "embeddings") -> np.ndarray:
     """Apply ``spec`` to ``embeddings`` (rows labelled by ``languages``) with statistics of ``reference``.
 
-    Returns float32, L2-normalised rows. Every language of ``languages`` must appear in
-    ``reference``; ``side`` only names the input in errors.
+    Centering: ``e' = normalise(e - mu_l)``, ``mu_l`` the mean of language ``l``'s reference rows;
+    LIR-k: ``e' = normalise(e - U_l U_l^T e)``, ``U_l`` the top ``k`` principal directions of
+    language ``l``'s reference rows.
+
+    Args:
+        embeddings: ``(n, d)`` rows to transform.
+        languages: ``n`` language codes, one per row.
+        spec: the variant (:func:`parse_debias`: ``center-pool``, ``lir-k1-pool``, ...).
+        reference: per-language reference rows; must cover every language of ``languages``.
+        side: names the input in errors only (``query`` | ``passage``).
+
+    Returns:
+        ``(n, d)`` L2-normalised rows (float64; ``none`` only normalises).
+
+    References:
+        Language-specific centering: Libovický, Rosa, Fraser, "On the Language Neutrality of
+        Pre-trained Multilingual Representations", Findings of EMNLP 2020 (arXiv 2004.05160). LIR: Yang et al.,
+        "A Simple and Effective Method To Eliminate the Self Language Bias in Multilingual
+        Representations", EMNLP 2021 (arXiv 2109.04727).
+
+    Example:
+        >>> out = transform(embeddings, ["en", "de"], parse_debias("center-pool"), {"en": ref_en, "de": ref_de})
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
     languages = np.asarray(languages)
@@ -206,10 +226,22 @@ def debias_embeddings(spec: Debias | str, queries: np.ndarray, query_languages: 
                       passage_reference: ByLanguage | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Debiased ``(queries, candidates)``, each side with its own per-language statistics.
 
-    ``query_reference``: query-side embeddings per language that are not the test queries (the
-    pool's texts encoded with the query prefix for ``pool``; reference texts encoded as queries
-    for ``reference``). ``passage_reference``: reference texts encoded as passages (``reference``
-    only). ``transductive`` takes the query statistics from ``queries`` themselves.
+    Args:
+        spec: the variant's name or :class:`Debias` (``none``, ``center-pool``, ``lir-k1-pool``,
+            ``center-reference``, ``center-transductive``).
+        queries, query_languages: ``(n_q, d)`` query embeddings and their languages.
+        candidates, candidate_languages: ``(n_c, d)`` candidate embeddings and their languages.
+        query_reference: query-side embeddings per language that are not the test queries (the
+            pool's texts encoded with the query prefix for ``pool``; reference texts encoded as
+            queries for ``reference``). ``transductive`` takes them from ``queries`` themselves
+            (an upper bound: it uses the test queries).
+        passage_reference: reference texts encoded as passages (``reference`` only).
+
+    Returns:
+        ``(queries, candidates)``, both L2-normalised, ready for cosine ranking.
+
+    Example:
+        >>> q, c = debias_embeddings("center-pool", q, q_langs, c, c_langs, query_reference=pool_queries)
     """
     spec = parse_debias(spec)
     if spec.method == "none":

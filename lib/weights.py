@@ -137,10 +137,24 @@ def merge_models(models: Sequence, coefficients: Sequence[float], path: str | os
 
 
 def wise_ft(zero_shot, fine_tuned, lam: float, path: str | os.PathLike, name: str | None = None) -> Path:
-    """Write the WiSE-FT model ``(1 - lam) * zero_shot + lam * fine_tuned`` to ``path``.
+    """Write the WiSE-FT model ``theta = (1 - lam) * theta_zero_shot + lam * theta_fine_tuned`` to ``path``.
 
-    ``zero_shot``, ``fine_tuned``: registry names, model folders or loaded models. Default
-    ``name``: the fine-tuned model's name + ``-wise<lam>`` (``me5-small-q4-mono-wise0.5``).
+    Args:
+        zero_shot: the untrained backbone (registry name, model folder or loaded model).
+        fine_tuned: a model fine-tuned from it (same architecture and encoding settings).
+        lam: weight of the fine-tuned model in [0, 1]; 0 = zero-shot, 1 = fine-tuned.
+        path: the model folder to write (``lib.checkpoint.save_model``'s layout).
+        name: the written model's name; default the fine-tuned model's + ``-wise<lam>``
+            (``me5-small-q4-mono-wise0.5``).
+
+    Returns:
+        ``path``, a model folder that ``lib.encode.load_model`` and sentence-transformers load.
+
+    References:
+        Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022 (WiSE-FT).
+
+    Example:
+        >>> wise_ft("me5-small-q4", "outputs/train-me5-small-q4-hybrid-a0.5-mlqa-r-s0/model", 0.5, "outputs/wise/model")
     """
     if not 0 <= lam <= 1:
         raise WeightsError(f"WiSE-FT lambda {lam} outside [0, 1]: 0 = zero-shot, 1 = fine-tuned")
@@ -152,7 +166,23 @@ def wise_ft(zero_shot, fine_tuned, lam: float, path: str | os.PathLike, name: st
 
 
 def soup(models: Sequence, path: str | os.PathLike, name: str = "soup") -> Path:
-    """Write the uniform soup (parameter mean) of ``models`` (names, folders or loaded models) to ``path``."""
+    """Write the uniform soup ``theta = mean_i theta_i`` of ``models`` to ``path``.
+
+    Args:
+        models: registry names, model folders or loaded models, all fine-tuned from one backbone.
+        path: the model folder to write.
+        name: the written model's name.
+
+    Returns:
+        ``path``, a model folder like any trained model's.
+
+    References:
+        Wortsman et al., "Model soups: averaging weights of multiple fine-tuned models improves
+        accuracy without increasing inference time", ICML 2022.
+
+    Example:
+        >>> soup(["outputs/train-...-mono-mlqa-r-s0/model", "outputs/train-...-cross-mlqa-r-s0/model"], "outputs/soup/model")
+    """
     if len(models) < 1:
         raise WeightsError("a soup needs at least one model")
     return merge_models(list(models), [1 / len(models)] * len(models), path, name,
