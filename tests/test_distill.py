@@ -314,3 +314,75 @@ def test_a_checkpoint_of_another_objective_is_refused(distilled, monkeypatch):
     with pytest.raises(TrainError, match="objective: checkpoint 'contrastive\\+distill', now 'contrastive'"):
         train(small_config(run="tiny-distill", steps=8, mini_batch_size=2), groups=split(synthetic_groups()),
               progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# the grid's distillation systems
+
+
+def test_distill_grid_reuses_the_default_grid_and_adds_both_systems():
+    from lib.grid_plan import cell_table, check_notebook_parameters, expand_cells, load_grid, plan_jobs
+
+    default, grid = load_grid("grid"), load_grid("grid-distill")
+    assert not default.distill                              # the default grid's 2-hour budget stays as it is
+    assert {j.run for j in plan_jobs(default) if j.kind in ("train", "evaluate", "bias") and j.cell} <= \
+        {j.run for j in plan_jobs(grid)}
+    assert grid.train == default.train and grid.debias == default.debias        # the same runs, reused
+    cells = [c for c in expand_cells(grid) if c.method == "distill"]
+    assert sorted((c.system, c.seed) for c in cells) == [(s, seed) for s in ("distill", "hybrid+distill")
+                                                          for seed in (0, 1, 2)]
+    trains = {j.run: j.parameters for j in plan_jobs(grid) if j.kind == "train"}
+    assert trains["train-me5-small-q4-hybrid-a0.5-distill-mlqa-r-s1"] == {
+        **default.train, "backbone": "me5-small-q4", "sampler": "hybrid", "alpha": 0.5, "train_sources": "mlqa-r",
+        "seed": 1, "objective": "contrastive+distill"}
+    assert trains["train-me5-small-q4-hybrid-a0.5-distillonly-mlqa-r-s2"]["objective"] == "distill"
+    assert "objective" not in trains["train-me5-small-q4-hybrid-a0.5-mlqa-r-s0"]   # plain runs: as recorded
+    # WiSE-FT merges only the sampler's models, never a distilled one
+    merges = [c for c in expand_cells(grid) if c.method == "wise-ft"]
+    assert [c.merged for c in merges] == [(f"train-me5-small-q4-hybrid-a0.5-mlqa-r-s{s}",) for s in (0, 1, 2)]
+    table = cell_table(grid)
+    systems = set(table.system)
+    for needed in ("hybrid+distill", "hybrid+distill + center-pool", "distill", "distill + center-pool",
+                   "hybrid a=0.5", "hybrid a=0.5 WiSE-FT 0.5 + center-pool", "zero-shot + center-pool"):
+        assert needed in systems, needed
+    assert set(table[table.base_system == "hybrid+distill"].method) == {"distill"}
+    check_notebook_parameters(grid)
+
+
+def test_smoke_grid_covers_the_distillation_systems():
+    from lib.grid_plan import expand_cells, load_grid
+
+    grid = load_grid("grid-smoke")
+    assert {c.system for c in expand_cells(grid) if c.method == "distill"} == {"distill", "hybrid+distill"}
+    assert {"none", "center-pool"} <= set(grid.debias)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"objective": "contrastive"}, "objective must be 'distill' or 'contrastive\\+distill'"),
+    ({"objective": "distill", "colour": "blue"}, "each distill entry is a mapping"),
+    ({"objective": "distill", "sampler": "mono", "alpha": 0.3}, "alpha is the hybrid sampler's"),
+    ({"objective": "distill", "sampler": "random"}, "unknown sampler 'random'"),
+    ({"objective": "distill", "seeds": [0.5]}, "seeds must be a non-empty list of integers"),
+    ({"objective": "distill", "distill_weight": 2.0}, "distill_weight has no effect with objective 'distill'"),
+])
+def test_bad_distill_entries_are_refused(tmp_path, entry, message):
+    from lib.grid_plan import GridError, load_grid
+    from tests.test_grid import write_grid
+
+    with pytest.raises(GridError, match=message):
+        load_grid(write_grid(tmp_path, distill=[entry]))
+
+
+def test_two_entries_may_not_name_one_system(tmp_path):
+    from lib.grid_plan import GridError, load_grid
+    from tests.test_grid import write_grid
+
+    with pytest.raises(GridError, match="the same system twice"):
+        load_grid(write_grid(tmp_path, distill=[{"objective": "distill"}, {"objective": "distill", "alpha": 0.5}]))
+    grid = load_grid(write_grid(tmp_path, distill=[{"objective": "contrastive+distill", "distill_target": "mean",
+                                                   "distill_target_centering": True, "seeds": [4]}]))
+    from lib.grid_plan import expand_cells
+
+    (cell,) = [c for c in expand_cells(grid) if c.method == "distill"]
+    assert cell.system == "hybrid+distill (mean, centered)" and cell.seed == 4
+    assert "-hybrid-a0.5-distill-mean-centered-" in cell.train_run
