@@ -4,7 +4,9 @@
 by ``python -m lib.train --help`` and by ``--notebook-parameters`` (the parameters cell of
 ``notebooks/03_train.ipynb``, kept in sync by a test), so that any field can be set from the
 command line, a YAML file, a grid or papermill. ``train`` resolves the configuration and runs the
-loop of ``lib.trainer`` (batches from ``lib.sampling``, ``lib.losses.InfoNCELoss``, AdamW, early
+loop of ``lib.trainer`` (batches from ``lib.sampling``, ``lib.losses.InfoNCELoss`` and, with
+``objective`` distill or contrastive+distill, multilingual distillation onto a frozen teacher's
+cached embeddings (``lib.distill``, docs/distillation.md), AdamW, early
 stopping on a validation loss, checkpoints a killed run resumes from bit for bit); outputs go to
 ``outputs/<run>/`` (``config.json``, ``train_log.csv``, ``model/``, ``model-best/``, ``metrics.json``).
 
@@ -316,7 +318,7 @@ def plot_loss_curves(log: pd.DataFrame, path: str | os.PathLike | None = None, s
     evaluated = log.dropna(subset=["val_loss"])
     if len(evaluated):
         sns.lineplot(data=evaluated, x="step", y="val_loss", marker="o", label="validation", ax=axis)
-    axis.set(xlabel="optimizer step", ylabel="InfoNCE loss", title="Training and validation loss")
+    axis.set(xlabel="optimizer step", ylabel="loss (objective)", title="Training and validation loss")
     figure.tight_layout()
     if path is not None:
         save_figure(figure, path)
