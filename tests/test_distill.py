@@ -386,3 +386,38 @@ def test_two_entries_may_not_name_one_system(tmp_path):
     (cell,) = [c for c in expand_cells(grid) if c.method == "distill"]
     assert cell.system == "hybrid+distill (mean, centered)" and cell.seed == 4
     assert "-hybrid-a0.5-distill-mean-centered-" in cell.train_run
+
+
+# --------------------------------------------------------------------------------------------
+# several processes
+
+
+def _distill_rank(rank: int, world: int, port: int, outputs: str) -> None:
+    """One torchrun-like process: WORLD_SIZE / RANK in the environment, lib.train joins the group."""
+    import os
+
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), HBT_OUTPUTS=outputs)
+    torch.set_num_threads(1)
+    try:
+        train(small_config(objective="contrastive+distill", steps=2, batch_size=4, eval_every=2, checkpoint_every=0,
+                           validation_batches=1, run="tiny-distill-ddp"), groups=split(synthetic_groups()),
+              progress=False)
+        torch.distributed.barrier()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def test_two_processes_share_the_teacher_cache_and_log_both_terms(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    outputs = tmp_path / "outputs"
+    torch.multiprocessing.spawn(_distill_rank, args=(2, port, str(outputs)), nprocs=2)
+    log = pd.read_csv(outputs / "tiny-distill-ddp" / "train_log.csv")
+    assert log.step.tolist() == [1, 2] and log.loss_distill.notna().all() and log.loss_contrastive.notna().all()
+    np.testing.assert_allclose(log.loss, log.loss_contrastive + log.loss_distill, rtol=1e-6)
+    assert len(list((outputs / "cache" / "teacher").glob("*.safetensors"))) == 1    # written once, by rank 0
