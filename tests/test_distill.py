@@ -5,8 +5,10 @@ killed distillation run resuming to the same weights, its teacher cache deleted 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -247,6 +249,22 @@ def test_training_logs_both_terms(distilled):
     assert distilled.metrics["objective"] == "contrastive+distill"
     assert distilled.metrics["distill_groups_without_source"] == 0
     assert list((distilled.run_dir.parent / "cache" / "teacher").glob("tiny-*.safetensors"))
+    from lib.backbones import get_backbone
+
+    assert get_backbone(str(distilled.model_dir)).name == "tiny-hybrid+distill"
+    card = (distilled.model_dir / "README.md").read_text()
+    assert "lib.losses.TrainingObjective" in card and '"distill_weight": 2.0' in card
+
+
+def test_a_checkpoint_older_than_the_objective_fields_resumes_as_contrastive():
+    from lib.trainer import TrainError as LoopError, _check_same_config, _field_defaults
+
+    config = TrainConfig()
+    current = dataclasses.asdict(config)
+    older = {k: v for k, v in current.items() if k != "objective" and not k.startswith("distill_")}
+    _check_same_config(older, current, Path("step-000002"), _field_defaults(config))     # no error
+    with pytest.raises(LoopError, match="objective: checkpoint 'contrastive', now 'distill'"):
+        _check_same_config(older, {**current, "objective": "distill"}, Path("step-000002"), _field_defaults(config))
 
 
 def test_distillation_alone_trains_and_logs_its_term_only(tmp_path):
