@@ -181,7 +181,9 @@ class DistillationMSELoss(nn.Module):
     whatever the dimension D. The targets are constants: no gradient reaches the teacher.
 
     Args:
-        none; the weight of the term beside InfoNCE is :class:`TrainingObjective`'s.
+        none: the term has no parameter; its weight beside InfoNCE is :class:`TrainingObjective`'s
+        ``distill_weight``, its targets come from ``lib.distill`` (``distill_target``,
+        ``distill_target_centering``, ``distill_teacher`` of ``lib.train.TrainConfig``).
 
     References:
         Reimers & Gurevych (2020), "Making Monolingual Sentence Embeddings Multilingual using
@@ -223,6 +225,11 @@ class TrainingObjective(nn.Module):
         L = L_InfoNCE                                   objective "contrastive"
         L = L_distill                                   objective "distill"
         L = L_InfoNCE + distill_weight * L_distill      objective "contrastive+distill"
+
+    Args:
+        objective: contrastive | distill | contrastive+distill (default contrastive).
+        contrastive: the InfoNCE module (default ``InfoNCELoss()``: temperature 0.05 = scale 20).
+        distill_weight: weight of L_distill in contrastive+distill (default 1.0; > 0).
 
     After each call ``terms`` holds the detached value of each term computed
     (``{"contrastive": ..., "distill": ...}``), which the trainer logs as ``loss_contrastive`` and

@@ -173,8 +173,10 @@ class TrainConfig:
         unused = [name for name, default in defaults.items() if getattr(self, name) != default and (
             self.objective == "contrastive" or (name == "distill_weight" and self.objective == "distill"))]
         if unused:
-            raise TrainError(f"{', '.join(unused)} has no effect with objective {self.objective!r}; remove "
-                             "it or set objective=contrastive+distill (distill_weight) or distill")
+            fix = ("distill_weight weighs the term beside InfoNCE: set objective=contrastive+distill or remove it"
+                   if self.objective == "distill" else "remove it, or distil with objective=distill or "
+                   "objective=contrastive+distill")
+            raise TrainError(f"{', '.join(unused)} has no effect with objective {self.objective!r}; {fix}")
 
     def resolved(self) -> "TrainConfig":
         """A copy with ``run``, ``device``, ``precision``, ``dropout_masks`` and ``freeze_embeddings``
