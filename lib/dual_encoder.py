@@ -33,13 +33,15 @@ class PairCollator:
     Prefixes and maximum lengths are the backbone's (query side: ``query_prefix``,
     ``max_query_length``; passages and negatives: the passage ones). ``candidate_keys`` are
     ``passage_text_id`` of the positives then the negatives (-1: no negative), for the loss's
-    duplicate mask.
+    duplicate mask. With ``targets`` (``lib.distill.TeacherTargets``) the batch also holds
+    ``query_target`` and ``positive_target``, the (B, D) teacher targets of its pairs' groups.
     """
 
-    def __init__(self, tokenizer, backbone, hard_negatives: bool = True):
+    def __init__(self, tokenizer, backbone, hard_negatives: bool = True, targets=None):
         self.tokenizer = tokenizer
         self.backbone = backbone
         self.hard_negatives = hard_negatives
+        self.targets = targets
 
     def _tokenize(self, texts: list[str], prefix: str, max_length: int) -> dict[str, torch.Tensor]:
         return dict(self.tokenizer([prefix + text for text in texts], padding=True, truncation=True,
@@ -62,6 +64,8 @@ class PairCollator:
             batch["negative_index"] = torch.tensor(rows, dtype=torch.long)
             keys += [passage_text_id(item["negative"]) if item.get("negative") else -1 for item in items]
         batch["candidate_keys"] = torch.tensor(keys, dtype=torch.long)
+        if self.targets is not None:
+            batch["query_target"], batch["positive_target"] = self.targets.rows(items)
         return batch
 
 
@@ -108,13 +112,21 @@ def to_device(batch: dict[str, Any], device) -> dict[str, Any]:
     return moved
 
 
+def distill_targets(batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """``(query_target, positive_target)`` of a batch collated with teacher targets, else ``()``:
+    the loss's last arguments (``lib.losses.TrainingObjective``)."""
+    return (batch["query_target"], batch["positive_target"]) if batch.get("query_target") is not None else ()
+
+
 def batch_loss(dual_encoder: nn.Module, loss_fn: InfoNCELoss, batch: dict[str, Any]) -> torch.Tensor:
-    """InfoNCE of one collated batch (already on the model's device). Under autocast only the
-    encoder runs in bf16/fp16: the loss (its similarity products and softmax) is computed in fp32."""
+    """The loss of one collated batch (already on the model's device): InfoNCE, or a
+    ``lib.losses.TrainingObjective`` (with the batch's teacher targets when it has them). Under
+    autocast only the encoder runs in bf16/fp16: the loss (similarity products, softmax, squared
+    distances) is computed in fp32."""
     query, positive, negative, mask = dual_encoder(batch["query"], batch["positive"], batch["negative"],
                                                    batch["negative_index"])
     with torch.autocast(query.device.type, enabled=False):
-        return loss_fn(query, positive, negative, mask, batch["candidate_keys"])
+        return loss_fn(query, positive, negative, mask, batch["candidate_keys"], *distill_targets(batch))
 
 
 class RankSlice:

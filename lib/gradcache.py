@@ -13,7 +13,8 @@ so one step is three passes:
    RNG state;
 2. compute the loss on those embeddings (leaf tensors) and backpropagate it **to the embeddings
    only**: dL/dE for every row (the cross-device gather of ``InfoNCELoss`` happens here, so every
-   query still meets the candidates of every process);
+   query still meets the candidates of every process; a distillation term, which couples each row
+   with its own teacher target only, adds its share of dL/dE here too);
 3. re-embed each chunk **with** a graph, replaying its RNG state (the same dropout masks), and
    backpropagate the surrogate ``sum(E_chunk * dL/dE_chunk)``, whose gradient is the chunk's term.
 
@@ -42,7 +43,7 @@ import torch
 from sentence_transformers.base.losses.gradcache import RandContext
 from torch import Tensor, nn
 
-from lib.dual_encoder import batch_loss
+from lib.dual_encoder import batch_loss, distill_targets
 from lib.losses import InfoNCELoss
 
 
@@ -120,7 +121,7 @@ def cached_backward(dual_encoder: nn.Module, loss_fn: InfoNCELoss, batch: dict[s
         mask = torch.cat([o[3] for o in outputs])
     # 2. the loss on the whole batch, backpropagated to the embeddings only
     with precision():
-        loss = loss_fn(query, positive, negative, mask, batch["candidate_keys"])
+        loss = loss_fn(query, positive, negative, mask, batch["candidate_keys"], *distill_targets(batch))
     scale(loss).backward()
     leaves = [query, positive] + ([negative] if negative is not None else [])
     # 3. each chunk again with a graph (same dropout), its share of the gradient into the weights

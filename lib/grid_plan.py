@@ -29,6 +29,7 @@ A grid file (``params/grid*.yaml``) lists::
     debias: [none, center-pool]               # lib.debias variants of every LAReQA evaluation (same embeddings)
     wise_ft: {lambdas: [0.5]}                 # WiSE-FT of each trained model (lib.grid_systems) ...
     soups: [[mono, cross]]                    # ... and uniform soups per seed, each evaluated
+    distill: [{objective: contrastive+distill}]  # distillation systems, trained per seed (lib.grid_systems)
 
 Cells = backbones x training mixtures x (sampler, alpha, seed); run names come from
 :mod:`lib.naming` (``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``, ``eval-<training run>-<dataset>``,
@@ -59,7 +60,8 @@ import pandas as pd
 from lib.backbones import available_backbones
 from lib.data import CANDIDATE_CONTEXTS
 from lib.evaluate import DATASETS, LAREQA_DATASETS
-from lib.grid_systems import MERGE_JOB, GridSystemsError, check_weight_space, debias_variants, weight_systems
+from lib.grid_systems import (MERGE_JOB, GridSystemsError, check_weight_space, debias_variants, distill_systems,
+                              weight_systems)
 from lib.io import PROJECT_ROOT, outputs_dir, read_yaml_mapping
 from lib.naming import (bias_run_name, budget_system_name, budget_tag, comparison_run_name, debias_run_name,
                         debias_system_name, eval_run_name, join_tags, system_name, train_run_name, zero_shot_run_name)
@@ -107,6 +109,7 @@ class Grid:
     wise_ft: dict[str, Any] = field(default_factory=dict)         # {lambdas: [0.5], samplers: [...]}
     soups: list[list[str]] = field(default_factory=list)          # [[mono, cross]]: one soup per seed
     budgets: list[int] = field(default_factory=list)              # training steps per budget (a curve)
+    distill: list[dict[str, Any]] = field(default_factory=list)   # distillation systems (lib.grid_systems)
     source: str = ""                        # the file it came from (params/<name>.yaml)
 
     @property
@@ -201,7 +204,9 @@ def load_grid(path: str | Path) -> Grid:
                                   for k, v in values["seeds_by_sampler"].items()}
     values["wise_ft"] = values.get("wise_ft") or {}
     values["soups"] = _as_list(values.get("soups"), "soups", str(path))
+    values["distill"] = _as_list(values.get("distill"), "distill", str(path))
     try:
+        distill_systems(values["distill"], str(path))
         values["debias"] = debias_variants(values.get("debias"), str(path))
         check_weight_space(values["wise_ft"], values["soups"], values.get("samplers") or [], str(path))
     except GridSystemsError as error:
@@ -231,10 +236,10 @@ def validate_grid(grid: Grid) -> None:
     for sampler in [*grid.samplers, *grid.seeds_by_sampler]:
         if sampler not in SAMPLERS:
             raise GridError(f"{where}: unknown sampler {sampler!r}; expected one of {SAMPLERS}")
-    if not grid.samplers and not grid.zero_shot:
+    if not grid.samplers and not grid.distill and not grid.zero_shot:
         raise GridError(f"{where}: no sampler and zero_shot false: the grid has no cell")
-    if grid.samplers and not grid.train_datasets:
-        raise GridError(f"{where}: samplers given but train_datasets is empty")
+    if (grid.samplers or grid.distill) and not grid.train_datasets:
+        raise GridError(f"{where}: samplers or distill given but train_datasets is empty")
     for alpha in grid.alphas:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= float(alpha) <= 1:
             raise GridError(f"{where}: alpha {alpha!r} must lie in [0, 1]")
@@ -314,7 +319,8 @@ def debias_variants_of(grid: Grid, dataset: str) -> list[str]:
 class Cell:
     """One configuration: a backbone trained with one sampler, alpha, seed and training mixture
     (``sampler == "zero-shot"``: the untrained backbone, no training run; ``method`` wise-ft | soup:
-    a model merged from the training runs ``merged``, ``train_run`` then names the merge run)."""
+    a model merged from the training runs ``merged``, ``train_run`` then names the merge run; ``method``
+    distill: trained with the objective fields ``train`` of a ``lib.grid_systems.DistillSystem``)."""
 
     backbone: str
     sampler: str
@@ -324,11 +330,12 @@ class Cell:
     train_run: str | None
     eval_runs: tuple[tuple[str, str], ...]      # (dataset, run)
     candidate_context: str = "sentence"
-    method: str = "sampler"                     # sampler | wise-ft | soup
+    method: str = "sampler"                     # sampler | wise-ft | soup | distill
     merged: tuple[str, ...] = ()                # wise-ft, soup: the training runs merged
-    label: str = ""                             # wise-ft, soup: the system's name (lib.naming)
+    label: str = ""                             # wise-ft, soup, distill: the system's name (lib.naming)
     lam: float | None = None                    # wise-ft: the weight of the fine-tuned model
     budget: int | None = None                   # budget grids: the training steps of this cell
+    train: tuple[tuple[str, Any], ...] = ()     # distill: the TrainConfig fields of its objective
 
     @property
     def system(self) -> str:
@@ -355,12 +362,16 @@ def expand_cells(grid: Grid) -> list[Cell]:
             sources = mixture["train"]
             # seed-major: every sampler's first seed, then every sampler's second, ... so that a grid
             # stopped early still compares the samplers on equal footing
-            seeds = sorted({seed for sampler in grid.samplers for seed in grid.seeds_for(sampler)})
+            distill = distill_systems(grid.distill, grid.source or grid.name)
+            seeds = sorted({seed for sampler in grid.samplers for seed in grid.seeds_for(sampler)}
+                           | {seed for system in distill for seed in system.seeds or grid.seeds})
             for budget in grid.budgets or [None]:       # smallest budget first: its curve point comes early
                 for seed in seeds:
                     cells += _sampler_cells(grid, backbone, mixture, seed, budget)
+                    cells += _distill_cells(grid, backbone, mixture, seed, budget, distill)
     evaluated = {c.train_run: c.eval_runs for c in cells}
-    for merged in weight_systems([c for c in cells if c.train_run], grid.wise_ft, grid.soups, grid.tag):
+    samplers = [c for c in cells if c.train_run and c.method == "sampler"]
+    for merged in weight_systems(samplers, grid.wise_ft, grid.soups, grid.tag):
         datasets = [d for d, _ in evaluated[merged.inputs[0]]]
         sampler = "+".join(c.sampler for c in cells if c.train_run in merged.inputs)
         cells.append(Cell(merged.backbone, sampler, None, merged.seed, merged.sources, merged.run, tuple(
@@ -383,6 +394,19 @@ def _sampler_cells(grid: Grid, backbone: str, mixture: dict[str, Any], seed: int
     return cells
 
 
+def _distill_cells(grid: Grid, backbone: str, mixture: dict[str, Any], seed: int, budget: int | None,
+                   distill) -> list[Cell]:
+    """The distillation systems' cells of one backbone, mixture, seed and budget (``lib.grid_systems.DistillSystem``)."""
+    cells, context, sources = [], grid.candidate_context, mixture["train"]
+    for system in (s for s in distill if seed in (s.seeds or grid.seeds)):
+        train = train_run_name(backbone, system.sampler, system.alpha, sources, seed,
+                               join_tags(grid.tag, budget_tag(budget)), objective=system.run_part)
+        cells.append(Cell(backbone, system.sampler, system.alpha, seed, sources, train, tuple(
+            (d, eval_run_name(train, d, context)) for d in mixture["evaluate"]), context, "distill",
+            label=budget_system_name(system.system, budget), train=system.train, budget=budget))
+    return cells
+
+
 def plan_jobs(grid: Grid) -> list[Job]:
     """Every notebook execution of the grid, in order: per cell train, evaluations, bias (LAReQA
     datasets only, :func:`analyses_bias`); then the samplers' comparisons and the report."""
@@ -396,7 +420,8 @@ def plan_jobs(grid: Grid) -> list[Job]:
             jobs.append(Job("merge", MERGE_JOB, cell.train_run, parameters, cell, needs=cell.merged))
         elif cell.train_run:
             parameters = {"backbone": cell.backbone, "sampler": cell.sampler, "train_sources": cell.train_sources,
-                          "seed": cell.seed, **grid.train, **({"steps": cell.budget} if cell.budget else {})}
+                          "seed": cell.seed, **grid.train, **dict(cell.train),
+                          **({"steps": cell.budget} if cell.budget else {})}
             if cell.alpha is not None:
                 parameters["alpha"] = cell.alpha
             jobs.append(Job("train", NOTEBOOKS["train"], cell.train_run, parameters, cell))
@@ -454,7 +479,7 @@ def cell_table(grid: Grid) -> pd.DataFrame:
     """One row per (cell, evaluation dataset, debias variant): the configuration and its run names.
 
     ``base_system`` is the system before debiasing (``system`` adds `` + <variant>``), ``method``
-    sampler | wise-ft | soup; a variant's bias run is the evaluation's (05_bias runs on ``none``);
+    sampler | wise-ft | soup | distill; a variant's bias run is the evaluation's (05_bias runs on ``none``);
     datasets other than LAReQA's have neither variants nor a bias run.
     """
     rows = []

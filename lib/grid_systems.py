@@ -1,10 +1,13 @@
-"""The grid's systems beyond the batch samplers: debiasing variants and weight-space models.
+"""The grid's systems beyond the batch samplers: debiasing variants, weight-space models, distillation.
 
 A grid file may add (``lib.grid``)::
 
     debias: [none, center-pool, lir-k1-pool, center-transductive]   # every evaluation, same embeddings
     wise_ft: {lambdas: [0.5], samplers: [hybrid, mono, cross]}      # default samplers: all but en
     soups: [[mono, cross]]                                          # uniform soup per seed
+    distill:                                                        # training objectives (lib.distill)
+      - {objective: distill}                                        # "distill" (hybrid batches)
+      - {objective: contrastive+distill, sampler: hybrid}           # "hybrid+distill"
 
 * **Debiasing variants** (``lib.debias``) cost no encoding beyond the pool's candidates with the
   query prefix (or the reference sentences): one 04_evaluate execution writes every variant,
@@ -13,6 +16,13 @@ A grid file may add (``lib.grid``)::
   samplers, and **soups** of the named samplers' models of the same seed and mixture: each is a
   ``merge`` job (``lib.weight_systems``) that needs its training runs, then evaluated like a
   trained model.
+* **Distillation systems** (``lib.distill``, ``lib.losses.DistillationMSELoss``): training runs
+  like a sampler's, with the ``objective`` and ``distill_*`` fields of ``lib.train.TrainConfig``
+  an entry sets (``sampler`` default hybrid, ``alpha`` default 0.5, ``seeds`` default the grid's),
+  named by ``lib.naming.distill_system_name`` (``distill``, ``hybrid+distill``,
+  ``hybrid+distill (mean, centered)``) and ``objective_text`` in run names; evaluated with every
+  debias variant like a trained model. They are neither samplers of the samplers' paired tests
+  nor ingredients of WiSE-FT or soups.
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from lib.debias_evaluation import parse_variants
-from lib.naming import (budget_system_name, budget_tag, join_tags, soup_run_name, soup_system_name, system_name,
-                        wise_ft_run_name, wise_ft_system_name)
+from lib.losses import OBJECTIVES
+from lib.naming import (budget_system_name, budget_tag, distill_system_name, join_tags, objective_text, soup_run_name,
+                        soup_system_name, system_name, wise_ft_run_name, wise_ft_system_name)
+from lib.sampling import SAMPLERS
 
 MERGE_JOB = "lib.weight_systems"       # the "notebook" of a merge job: a module, run in-process
 
@@ -101,3 +113,64 @@ def weight_systems(trained: Sequence, wise_ft: Any, soups: Any, tag: str = "") -
                                         budget_system_name(soup_system_name(ingredients), budget),
                                         tuple(c.train_run for c in chosen), backbone, sources, seed, None, budget))
     return out
+
+
+DISTILL_FIELDS = ("distill_weight", "distill_target", "distill_target_centering", "distill_teacher")
+DISTILL_KEYS = ("objective", "sampler", "alpha", "seeds", *DISTILL_FIELDS)
+
+
+@dataclass(frozen=True)
+class DistillSystem:
+    """One distillation system of a grid: its batches (``sampler``, ``alpha``), ``objective`` and
+    the TrainConfig fields it sets (``train``: objective and distill_* pairs)."""
+
+    sampler: str
+    alpha: float | None
+    objective: str
+    train: tuple[tuple[str, Any], ...]
+    seeds: tuple[int, ...] | None = None       # None: the grid's seeds
+
+    def _option(self, name: str, default: Any) -> Any:
+        return dict(self.train).get(name, default)
+
+    @property
+    def system(self) -> str:
+        """``distill``, ``hybrid+distill``, ``hybrid+distill (mean, centered)`` (lib.naming)."""
+        return distill_system_name(self.sampler, self.alpha, self.objective, self._option("distill_target", "english"),
+                                   self._option("distill_target_centering", False), self._option("distill_weight", 1.0))
+
+    @property
+    def run_part(self) -> str:
+        """The objective's part of the training run name (``distill``, ``distillonly-mean``)."""
+        return objective_text(self.objective, self._option("distill_target", "english"),
+                              self._option("distill_target_centering", False), self._option("distill_weight", 1.0))
+
+
+def distill_systems(distill: Any, where: str = "grid") -> list[DistillSystem]:
+    """The grid's ``distill`` list as systems: each entry a mapping of ``objective`` (distill |
+    contrastive+distill), optional ``sampler`` (hybrid), ``alpha`` (0.5, hybrid only), ``seeds``
+    and the ``distill_*`` fields of ``lib.train.TrainConfig``; two entries may not name one system."""
+    systems = []
+    for entry in distill or []:
+        if not isinstance(entry, dict) or set(entry) - set(DISTILL_KEYS):
+            raise GridSystemsError(f"{where}: each distill entry is a mapping of {list(DISTILL_KEYS)}, got {entry!r}")
+        objective = entry.get("objective")
+        if objective not in OBJECTIVES or objective == "contrastive":
+            raise GridSystemsError(f"{where}: distill entry {entry!r}: objective must be 'distill' or "
+                                   "'contrastive+distill' (plain contrastive runs are the grid's samplers)")
+        sampler = str(entry.get("sampler", "hybrid"))
+        if sampler not in SAMPLERS:
+            raise GridSystemsError(f"{where}: distill entry {entry!r}: unknown sampler {sampler!r}; expected one of "
+                                   f"{SAMPLERS}")
+        if "alpha" in entry and sampler != "hybrid":
+            raise GridSystemsError(f"{where}: distill entry {entry!r}: alpha is the hybrid sampler's; remove it")
+        alpha = float(entry.get("alpha", 0.5)) if sampler == "hybrid" else None
+        seeds = entry.get("seeds")
+        if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds)):
+            raise GridSystemsError(f"{where}: distill entry {entry!r}: seeds must be a non-empty list of integers")
+        train = (("objective", objective),) + tuple((k, entry[k]) for k in DISTILL_FIELDS if k in entry)
+        systems.append(DistillSystem(sampler, alpha, objective, train, tuple(seeds) if seeds else None))
+    names = [s.system for s in systems]
+    if len(set(names)) != len(names):
+        raise GridSystemsError(f"{where}: distill entries name the same system twice ({names})")
+    return systems

@@ -35,6 +35,11 @@ pairs.
     loss_fn = InfoNCELoss(temperature=0.05, symmetric=False)
     loss = loss_fn(query_embeddings, positive_embeddings, negative_embeddings, negative_mask)
     loss.backward()
+
+Beside it, :class:`DistillationMSELoss` (multilingual knowledge distillation, Reimers & Gurevych
+2020: each text pulled onto a frozen teacher's embedding of its source-language version) and
+:class:`TrainingObjective`, the loss the trainer calls: InfoNCE, distillation, or InfoNCE +
+weight x distillation, each term kept for the log.
 """
 
 from __future__ import annotations
@@ -159,3 +164,109 @@ def _gather_plain(tensor: Tensor) -> Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world)]
     torch.distributed.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
+
+
+class DistillationMSELoss(nn.Module):
+    """Multilingual knowledge distillation: every text of a group pulled onto its teacher target.
+
+    For a batch of B pairs, the student's L2-normalised embeddings s_r of its 2B texts (the B
+    queries, then the B positive passages, each in whatever language the sampler drew) and their
+    targets t_r (the frozen teacher's embedding of the same question or passage in the group's
+    source language, or averaged over the group's languages; ``lib.distill.TeacherTargets``):
+
+        L_distill = 1/(2B) sum_r || s_r / ||s_r|| - t_r ||^2          (r over the 2B rows)
+
+    = D x sentence-transformers' ``MSELoss`` (mean over the B x D elements) on normalised
+    embeddings, so that the term is on the scale of InfoNCE (for unit vectors, 2 - 2 cos(s_r, t_r))
+    whatever the dimension D. The targets are constants: no gradient reaches the teacher.
+
+    Args:
+        none: the term has no parameter; its weight beside InfoNCE is :class:`TrainingObjective`'s
+        ``distill_weight``, its targets come from ``lib.distill`` (``distill_target``,
+        ``distill_target_centering``, ``distill_teacher`` of ``lib.train.TrainConfig``).
+
+    References:
+        Reimers & Gurevych (2020), "Making Monolingual Sentence Embeddings Multilingual using
+        Knowledge Distillation", EMNLP, arXiv 2004.09813; sentence-transformers' ``MSELoss`` and
+        its ``make_multilingual`` example.
+
+    Inputs:
+        ``query``, ``positive``: (B, D) student embeddings (any float dtype; scored in fp32);
+        ``query_target``, ``positive_target``: (B, D) teacher targets.
+
+    Relations:
+        ``MSELoss`` regresses raw embeddings on the teacher's, with the source sentence and its
+        translation as two rows; here the rows are normalised (retrieval scores cosines), and the
+        source-language text is a row only when the sampler draws it.
+
+    Example:
+        loss_fn = DistillationMSELoss()
+        loss = loss_fn(student_queries, student_passages, teacher_queries, teacher_passages)
+        loss.backward()
+    """
+
+    def forward(self, query: Tensor, positive: Tensor, query_target: Tensor, positive_target: Tensor) -> Tensor:
+        student = torch.cat([query, positive])
+        target = torch.cat([query_target, positive_target])
+        if student.shape != target.shape:
+            raise ValueError(f"distillation targets have shape {tuple(target.shape)}, expected "
+                             f"{tuple(student.shape)}: one teacher target per query and per positive")
+        precision = torch.promote_types(student.dtype, torch.float32)
+        student = F.normalize(student.to(precision), dim=-1)
+        return (student - target.detach().to(precision)).pow(2).sum(dim=-1).mean()
+
+
+OBJECTIVES = ("contrastive", "distill", "contrastive+distill")
+
+
+class TrainingObjective(nn.Module):
+    """The training loss: InfoNCE, distillation, or their sum (``objective`` of ``lib.train``).
+
+        L = L_InfoNCE                                   objective "contrastive"
+        L = L_distill                                   objective "distill"
+        L = L_InfoNCE + distill_weight * L_distill      objective "contrastive+distill"
+
+    Args:
+        objective: contrastive | distill | contrastive+distill (default contrastive).
+        contrastive: the InfoNCE module (default ``InfoNCELoss()``: temperature 0.05 = scale 20).
+        distill_weight: weight of L_distill in contrastive+distill (default 1.0; > 0).
+
+    After each call ``terms`` holds the detached value of each term computed
+    (``{"contrastive": ..., "distill": ...}``), which the trainer logs as ``loss_contrastive`` and
+    ``loss_distill``. Called like :class:`InfoNCELoss`, with the targets of
+    :class:`DistillationMSELoss` when distilling.
+
+        objective = TrainingObjective("contrastive+distill", InfoNCELoss(0.05), distill_weight=1.0)
+        loss = objective(query, positive, negative, mask, keys, query_target, positive_target)
+    """
+
+    def __init__(self, objective: str = "contrastive", contrastive: InfoNCELoss | None = None,
+                 distill_weight: float = 1.0):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective {objective!r}: expected one of {OBJECTIVES}")
+        if not distill_weight > 0:
+            raise ValueError(f"distill_weight {distill_weight!r} must be > 0 (1.0: the two terms as they are)")
+        self.objective = objective
+        self.contrastive = (contrastive or InfoNCELoss()) if objective != "distill" else None
+        self.distill = DistillationMSELoss() if objective != "contrastive" else None
+        self.distill_weight = float(distill_weight)
+        self.terms: dict[str, Tensor] = {}
+
+    def forward(self, query: Tensor, positive: Tensor, negative: Tensor | None = None,
+                negative_mask: Tensor | None = None, candidate_keys: Tensor | None = None,
+                query_target: Tensor | None = None, positive_target: Tensor | None = None) -> Tensor:
+        terms = {}
+        if self.contrastive is not None:
+            terms["contrastive"] = self.contrastive(query, positive, negative, negative_mask, candidate_keys)
+        if self.distill is not None:
+            if query_target is None or positive_target is None:
+                raise ValueError(f"objective {self.objective!r} needs teacher targets: the batch has none "
+                                 "(collate it with PairCollator(..., targets=lib.distill.TeacherTargets))")
+            terms["distill"] = self.distill(query, positive, query_target, positive_target)
+        self.terms = {name: value.detach() for name, value in terms.items()}
+        if self.objective == "contrastive":
+            return terms["contrastive"]
+        if self.objective == "distill":
+            return terms["distill"]
+        return terms["contrastive"] + self.distill_weight * terms["distill"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -45,6 +46,12 @@ def training_card_data(config, backbone, n_train_groups: int, kind: str, step: i
             "config_code": "```json\n" + f'{{"temperature": {config.temperature}, "scale": {1 / config.temperature:g}, '
                            f'"symmetric": {str(config.symmetric).lower()}, "hard_negatives": '
                            f'{str(config.hard_negatives).lower()}}}\n```'}
+    objective = getattr(config, "objective", "contrastive")
+    if objective != "contrastive":            # distillation (lib.distill): the loss the run really used
+        loss = {"fullname": "lib.losses.TrainingObjective", "config_code": "```json\n" + json.dumps(
+            {"objective": objective, "distill_weight": config.distill_weight, "distill_target": config.distill_target,
+             "distill_target_centering": config.distill_target_centering,
+             "distill_teacher": config.distill_teacher or backbone.name, "temperature": config.temperature}) + "\n```"}
     return SentenceTransformerModelCardData(
         language=languages, model_name=f"{backbone.name} fine-tuned with {config.sampler} batches "
         f"(alpha {config.alpha}, {kind} model, step {step})",

@@ -4,9 +4,12 @@ Names are deterministic, so a grid stopped and started again finds its runs, and
 name a configuration without reading its files. This module imports nothing from ``lib``: the
 training step (:mod:`lib.train`), the grid (:mod:`lib.grid`) and the report all name runs here.
 
-* training     ``train-<backbone>-<sampler>[-a<alpha>]-<sources>-s<seed>[-<tag>]``
-  (sources joined by ``+``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``; a budget grid's
-  runs carry ``b<steps>`` in the tag (``...-s0-b160``) and their systems `` @<steps>``;
+* training     ``train-<backbone>-<sampler>[-a<alpha>][-<objective>]-<sources>-s<seed>[-<tag>]``
+  (sources joined by ``+``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``; the objective
+  part only when distilling (:func:`objective_text`): ``...-hybrid-a0.5-distill-mlqa-r-s0``
+  (InfoNCE + distillation, table name ``hybrid+distill``), ``...-hybrid-a0.5-distillonly-...``
+  (distillation alone, batches of the hybrid sampler: ``distill``); a budget grid's runs carry
+  ``b<steps>`` in the tag (``...-s0-b160``) and their systems `` @<steps>``;
 * evaluation   ``eval-<training run>-<dataset>[-paragraph]``;
   zero-shot    ``zeroshot-<backbone>-<dataset>-<candidate context>``;
 * bias         ``bias-<evaluation run>``; the samplers side by side:
@@ -46,11 +49,51 @@ def join_tags(*tags: str) -> str:
     return "-".join(t for t in tags if t)
 
 
-def train_run_name(backbone: str, sampler: str, alpha: float | None, sources: str, seed: int, tag: str = "") -> str:
-    """``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``: alpha only for hybrid, sources joined by ``+``."""
+DISTILL_DEFAULTS = {"target": "english", "centering": False, "weight": 1.0}
+
+
+def _distill_options(target: str, centering: bool, weight: float | None) -> list[str]:
+    """What differs from the default distillation (english target, no centering, weight 1)."""
+    options = [] if target == DISTILL_DEFAULTS["target"] else [str(target)]
+    options += ["centered"] if centering else []
+    options += [] if weight is None or float(weight) == DISTILL_DEFAULTS["weight"] else [f"w{alpha_text(weight)}"]
+    return options
+
+
+def objective_text(objective: str, target: str = "english", centering: bool = False, weight: float | None = 1.0) -> str:
+    """The run-name part of a training objective: ``""`` (contrastive), ``distill`` (InfoNCE +
+    distillation), ``distillonly`` (distillation alone), then the non-default options:
+    ``distill-mean-centered-w2`` (target mean, centred targets, weight 2)."""
+    if objective == "contrastive":
+        return ""
+    head = "distillonly" if objective == "distill" else "distill"
+    return "-".join([head, *_distill_options(target, centering, weight if objective != "distill" else None)])
+
+
+def distill_system_name(sampler: str, alpha: float | None, objective: str, target: str = "english",
+                        centering: bool = False, weight: float | None = 1.0) -> str:
+    """How a distillation system is named in tables: ``hybrid+distill`` (InfoNCE with the hybrid
+    sampler, alpha 0.5, plus distillation), ``distill`` (alone, hybrid batches), ``mono+distill``,
+    ``distill (mono batches, mean)``, ``hybrid a=0.7+distill (mean, centered, w=2)``."""
+    batches = sampler if sampler != "hybrid" or alpha is None or float(alpha) == 0.5 else system_name(sampler, alpha)
+    options = [o.replace("w", "w=", 1) if o.startswith("w") else o
+               for o in _distill_options(target, centering, weight if objective != "distill" else None)]
+    if objective != "distill":
+        name = f"{batches}+distill"
+    else:
+        name, options = "distill", ([] if batches == "hybrid" else [f"{batches} batches"]) + options
+    return name + (f" ({', '.join(options)})" if options else "")
+
+
+def train_run_name(backbone: str, sampler: str, alpha: float | None, sources: str, seed: int, tag: str = "",
+                   objective: str = "") -> str:
+    """``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``: alpha only for hybrid, sources joined by ``+``;
+    ``objective``: :func:`objective_text` of a distillation run (``distill``)."""
     parts = ["train", backbone, sampler]
     if sampler == "hybrid":
         parts.append(f"a{alpha_text(alpha)}")
+    if objective:
+        parts.append(objective)
     parts += ["+".join(s.strip() for s in sources.split(",") if s.strip()), f"s{seed}"]
     if tag:
         parts.append(tag)

@@ -4,7 +4,9 @@
 by ``python -m lib.train --help`` and by ``--notebook-parameters`` (the parameters cell of
 ``notebooks/03_train.ipynb``, kept in sync by a test), so that any field can be set from the
 command line, a YAML file, a grid or papermill. ``train`` resolves the configuration and runs the
-loop of ``lib.trainer`` (batches from ``lib.sampling``, ``lib.losses.InfoNCELoss``, AdamW, early
+loop of ``lib.trainer`` (batches from ``lib.sampling``, ``lib.losses.InfoNCELoss`` and, with
+``objective`` distill or contrastive+distill, multilingual distillation onto a frozen teacher's
+cached embeddings (``lib.distill``, docs/distillation.md), AdamW, early
 stopping on a validation loss, checkpoints a killed run resumes from bit for bit); outputs go to
 ``outputs/<run>/`` (``config.json``, ``train_log.csv``, ``model/``, ``model-best/``, ``metrics.json``).
 
@@ -41,7 +43,7 @@ from lib import parameters
 from lib.io import save_figure
 from lib.parameters import fields_help, from_namespace, from_overrides, param
 from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
-from lib.naming import train_run_name
+from lib.naming import objective_text, train_run_name
 from lib.sources import source_languages
 from lib.validation import ParameterError, check_range, coerce_fields
 from lib.tracking import REPORT_TO, wandb_module
@@ -92,6 +94,19 @@ class TrainConfig:
                                "dropout, faster on CPU (lib.dropout); auto: numpy on CPU, torch on GPUs")
     seed: int = param(0, "seed of the model, the batches and dropout")
     device: str = param("auto", "auto | cpu | cuda | cuda:N")
+    objective: str = param("contrastive", "contrastive (InfoNCE) | distill (MSE to a frozen teacher's embedding "
+                           "of the group's text, lib.distill; hard negatives unused) | contrastive+distill "
+                           "(InfoNCE + distill_weight x MSE)", section="objective: contrastive, distillation")
+    distill_weight: float = param(1.0, "contrastive+distill: weight of the distillation term beside InfoNCE "
+                                  "(the term is a squared distance of unit vectors, 2 - 2 cos, on InfoNCE's scale)")
+    distill_target: str = param("english", "teacher target of every language of a group: english (the source "
+                                "language's text; groups without it: mean) | mean (normalised mean over the "
+                                "group's languages)")
+    distill_target_centering: bool = param(False, "targets from the teacher's centred embeddings: minus the "
+                                           "per-language mean over the training groups, per side (lib.debias "
+                                           "center), distilling centering into the weights")
+    distill_teacher: str = param("", "teacher: a registry name or model folder; empty: the run's backbone "
+                                 "(zero-shot); its embeddings are computed once and cached (lib.distill)")
     validation_fraction: float = param(0.1, "share of question ids held out (split_by_qid)",
                                        section="validation, early stopping, checkpoints")
     validation_source: str = param("", "a registered source (params/sources) as the validation set, e.g. "
@@ -135,9 +150,33 @@ class TrainConfig:
         if self.sampler != "hybrid" and self.alpha != default_alpha:
             raise TrainError(f"alpha={self.alpha} has no effect with sampler {self.sampler!r} (only 'hybrid' "
                              "mixes monolingual and cross-lingual batches); remove alpha or use sampler=hybrid")
-        if self.batch_size == 1 and not self.hard_negatives:
+        self._check_objective()
+        if self.batch_size == 1 and not self.hard_negatives and self.objective != "distill":
             raise TrainError("batch_size=1 without hard negatives leaves each query one candidate: the loss is "
                              "0 and nothing is learnt; raise batch_size or set hard_negatives=true")
+
+    def _check_objective(self) -> None:
+        """The objective is known and the distillation settings do something with it."""
+        from lib.distill import TARGETS
+        from lib.losses import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise TrainError(f"objective {self.objective!r}: expected one of {OBJECTIVES}")
+        if self.distill_target not in TARGETS:
+            raise TrainError(f"distill_target {self.distill_target!r}: expected one of {TARGETS}")
+        try:
+            check_range("distill_weight", self.distill_weight, low=0, low_open=True,
+                        fix="the weight of the distillation term, e.g. 1.0")
+        except ParameterError as error:
+            raise TrainError(str(error)) from None
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name.startswith("distill_")}
+        unused = [name for name, default in defaults.items() if getattr(self, name) != default and (
+            self.objective == "contrastive" or (name == "distill_weight" and self.objective == "distill"))]
+        if unused:
+            fix = ("distill_weight weighs the term beside InfoNCE: set objective=contrastive+distill or remove it"
+                   if self.objective == "distill" else "remove it, or distil with objective=distill or "
+                   "objective=contrastive+distill")
+            raise TrainError(f"{', '.join(unused)} has no effect with objective {self.objective!r}; {fix}")
 
     def resolved(self) -> "TrainConfig":
         """A copy with ``run``, ``device``, ``precision``, ``dropout_masks`` and ``freeze_embeddings``
@@ -150,7 +189,10 @@ class TrainConfig:
         get_backbone(config.backbone)  # an unknown name or a folder without a model: before any loading
         if not config.run:
             config.run = train_run_name(Path(config.backbone).name, config.sampler, config.alpha,
-                                        config.train_sources, config.seed)
+                                        config.train_sources, config.seed,
+                                        objective=objective_text(config.objective, config.distill_target,
+                                                                 config.distill_target_centering,
+                                                                 config.distill_weight))
         if config.device == "auto":
             config.device = default_device()
         on_gpu = str(config.device).startswith("cuda")
@@ -172,6 +214,11 @@ class TrainConfig:
             if getattr(config, name) not in SAMPLERS:
                 raise TrainError(f"{name} {getattr(config, name)!r}: expected one of {SAMPLERS}")
         _check_validation_source(config)
+        if config.distill_teacher:
+            try:
+                get_backbone(config.distill_teacher)
+            except BackboneError as error:
+                raise TrainError(f"distill_teacher: {error}") from None
         if config.report_to not in REPORT_TO:
             raise TrainError(f"report_to {config.report_to!r}: expected one of {REPORT_TO}")
         if config.report_to == "wandb":
@@ -273,7 +320,7 @@ def plot_loss_curves(log: pd.DataFrame, path: str | os.PathLike | None = None, s
     evaluated = log.dropna(subset=["val_loss"])
     if len(evaluated):
         sns.lineplot(data=evaluated, x="step", y="val_loss", marker="o", label="validation", ax=axis)
-    axis.set(xlabel="optimizer step", ylabel="InfoNCE loss", title="Training and validation loss")
+    axis.set(xlabel="optimizer step", ylabel="loss (objective)", title="Training and validation loss")
     figure.tight_layout()
     if path is not None:
         save_figure(figure, path)

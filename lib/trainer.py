@@ -7,7 +7,9 @@ call it through ``lib.train.train``.
 
 One step: ``grad_accumulation`` batches from the sampler (``lib.sampling``), each tokenized with
 the backbone's prefixes and maximum lengths, embedded by the shared encoder (queries, positives,
-hard negatives), scored by :class:`lib.losses.InfoNCELoss`; then gradient clipping, an AdamW step
+hard negatives), scored by :class:`lib.losses.TrainingObjective` (``objective``: InfoNCE,
+distillation onto a frozen teacher's cached embeddings (``lib.distill``), or both, each term
+logged); then gradient clipping, an AdamW step
 and a linear warm-up/decay learning rate (``transformers.get_linear_schedule_with_warmup``).
 Every ``eval_every`` steps the same loss on fixed validation batches (question ids held out with
 ``split_by_qid``; ``validation_batch_size`` 0 = the training batch size lowered to what those ids
@@ -17,8 +19,8 @@ batches; it does not add negatives (the softmax of a batch only sees that batch)
 bounded memory is ``mini_batch_size``: gradient caching (``lib.gradcache``), the same gradients.
 
 Outputs, in ``outputs/<run>/``: ``config.json`` + ``versions.json`` (resolved configuration and
-package versions), ``train_log.csv`` (step, epoch, loss, lr, val_loss, pairs_per_second,
-elapsed_s; rewritten atomically), ``checkpoints/step-NNNNNN/`` (the last ``keep_checkpoints``),
+package versions), ``train_log.csv`` (step, epoch, loss, loss_contrastive, loss_distill, lr,
+val_loss, pairs_per_second, elapsed_s; rewritten atomically), ``checkpoints/step-NNNNNN/`` (the last ``keep_checkpoints``),
 ``model/`` (final) and ``model-best/`` (lowest validation loss), ``metrics.json`` at the end.
 A model folder loads with ``SentenceTransformer(path)``, ``transformers.AutoModel.from_pretrained
 (path)`` and ``lib.backbones.load_model(path)`` (its ``backbone.json`` holds pooling, prefixes and
@@ -61,7 +63,7 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -74,12 +76,13 @@ from transformers import get_linear_schedule_with_warmup
 from lib.backbones import load_model
 from lib.checkpoint import (CorruptCheckpointError, checkpoint_step, checkpoints, load_latest_readable_checkpoint,
                             rng_state, save_model, set_rng_state, set_seed, write_checkpoint)
+from lib.distill import teacher_targets
 from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, to_device
 from lib.dropout import use_numpy_dropout
 from lib.encode import autocast
 from lib.gradcache import step_loss_backward
 from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_provenance, write_text
-from lib.losses import InfoNCELoss
+from lib.losses import InfoNCELoss, TrainingObjective
 from lib.model_card import attach_card_data, training_card_data
 from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size
 from lib.sources import load_source_groups
@@ -91,7 +94,9 @@ from lib.training_data import split_by_qid
 # masks' generator follows the device under auto and changes which masks, not their distribution).
 RESUME_MAY_DIFFER = ("resume", "device", "precision", "dropout_masks", "mini_batch_size", "checkpoint_every", "keep_checkpoints",
                      "data_dir", "report_to")
-LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
+LOG_COLUMNS = ["step", "epoch", "loss", "loss_contrastive", "loss_distill", "lr", "val_loss", "pairs_per_second",
+               "elapsed_s"]
+LOSS_TERMS = ("contrastive", "distill")   # TrainingObjective.terms, logged as loss_<term>
 
 
 class TrainError(RuntimeError):
@@ -151,11 +156,14 @@ def trained_backbone_settings(config, backbone, step: int, kind: str) -> dict[st
     """``backbone.json`` of a trained model: the base backbone's encoding settings, a new name."""
     settings = backbone.as_dict()
     base_name = settings["name"]
+    objective = getattr(config, "objective", "contrastive")
+    suffix, how = ("", "") if objective == "contrastive" else (
+        "-distill" if objective == "distill" else "+distill", f", objective {objective}")
     settings.update(
-        name=f"{base_name}-{config.sampler}", source="path", path=None, hub_id=None,
-        description=f"{base_name} fine-tuned with the {config.sampler} sampler ({kind} model, step {step})",
+        name=f"{base_name}-{config.sampler}{suffix}", source="path", path=None, hub_id=None,
+        description=f"{base_name} fine-tuned with the {config.sampler} sampler{how} ({kind} model, step {step})",
         extra={**(settings.get("extra") or {}), "trained_from": base_name, "run": config.run,
-               "sampler": config.sampler, "alpha": config.alpha, "step": step, "kind": kind})
+               "sampler": config.sampler, "alpha": config.alpha, "objective": objective, "step": step, "kind": kind})
     return settings
 
 
@@ -207,8 +215,9 @@ class _Run:
     path: Path
     encoder: Any
     dual_encoder: nn.Module
-    loss_fn: InfoNCELoss
+    loss_fn: TrainingObjective
     groups: tuple[list, list] = ((), ())
+    targets: Any = None               # lib.distill.TeacherTargets when distilling
     sampler: Any = None
     batches: Iterator[dict[str, Any]] | None = None
     validation: list[dict[str, Any]] = field(default_factory=list)
@@ -240,6 +249,7 @@ def _set_up(config, groups) -> _Run:
         raise TrainError("the validation split is empty: raise validation_fraction")
 
     encoder = load_model(config.backbone, device=device)
+    targets = _distillation_targets(config, processes, encoder, train_groups, validation_groups)
     if config.dropout_masks == "numpy":
         use_numpy_dropout(encoder)
     if config.freeze_embeddings:
@@ -250,12 +260,26 @@ def _set_up(config, groups) -> _Run:
         dual_encoder = nn.parallel.DistributedDataParallel(
             dual_encoder, device_ids=[torch.device(device).index] if str(device).startswith("cuda") else None,
             find_unused_parameters=True)  # the BERT pooler is computed but unused by mean/CLS pooling
-    loss_fn = InfoNCELoss(config.temperature, config.symmetric, gather_across_devices=processes.world > 1)
+    loss_fn = TrainingObjective(config.objective, InfoNCELoss(config.temperature, config.symmetric,
+                                                              gather_across_devices=processes.world > 1),
+                                config.distill_weight)
     run = _Run(config, processes, device, path, encoder, dual_encoder, loss_fn,
-               groups=(train_groups, validation_groups))
+               groups=(train_groups, validation_groups), targets=targets)
     _set_up_batches(run)
     _set_up_optimizer(run)
     return run
+
+
+def _distillation_targets(config, processes: _Processes, encoder, train_groups, validation_groups):
+    """The teacher's targets of every training and validation group (``lib.distill``), or None
+    when not distilling: rank 0 computes (or reads) the cache, the other processes then read it."""
+    if config.objective == "contrastive":
+        return None
+    if processes.world > 1:
+        if processes.main:
+            teacher_targets(config, encoder, train_groups, validation_groups)
+        torch.distributed.barrier()
+    return teacher_targets(config, encoder, train_groups, validation_groups, compute=processes.main)
 
 
 def _endless(loader) -> Iterator[dict[str, Any]]:
@@ -268,7 +292,9 @@ def _set_up_batches(run: _Run) -> None:
     validation batches (``split_seed``, the same for every training seed)."""
     config, processes = run.config, run.processes
     train_groups, validation_groups = run.groups
-    collator = PairCollator(run.encoder.tokenizer, run.encoder.backbone, config.hard_negatives)
+    # distillation alone scores no negatives: none are encoded
+    collator = PairCollator(run.encoder.tokenizer, run.encoder.backbone,
+                            config.hard_negatives and config.objective != "distill", run.targets)
     sampler_options = dict(seed=config.seed, source_temperature=config.source_temperature,
                            languages=config.language_list())
     try:
@@ -276,7 +302,7 @@ def _set_up_batches(run: _Run) -> None:
                                     **sampler_options)
     except SamplingError as error:
         raise TrainError(f"training batches: {error}") from None
-    dataset = PairDataset(train_groups, config.hard_negatives, config.negative_language, config.seed)
+    dataset = PairDataset(train_groups, collator.hard_negatives, config.negative_language, config.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=RankSlice(run.sampler, processes.rank, processes.world),
                                          collate_fn=collator, num_workers=0, generator=torch.Generator())
     run.batches = _endless(loader)
@@ -295,7 +321,7 @@ def _set_up_batches(run: _Run) -> None:
             f"validation batches ({len({g.qid for g in validation_groups})} held-out question ids): {error}. "
             "Raise validation_fraction, set validation_batch_size=0 (what the held-out ids allow), "
             "or choose validation_sampler='cross'") from None
-    validation_data = PairDataset(validation_groups, config.hard_negatives, config.negative_language,
+    validation_data = PairDataset(validation_groups, collator.hard_negatives, config.negative_language,
                                   config.split_seed)
     for index, batch in enumerate(RankSlice(validation_sampler, processes.rank, processes.world)):
         if index >= config.validation_batches:
@@ -327,7 +353,7 @@ def _resume(run: _Run) -> None:
         try:
             run.resumed_from, saved = load_latest_readable_checkpoint(
                 existing, run.encoder, run.optimizer, lambda state, where: _check_same_config(
-                    state["config"], asdict(config), where))
+                    state["config"], asdict(config), where, _field_defaults(config)))
         except CorruptCheckpointError as error:
             raise TrainError(f"{error}; delete {path / 'checkpoints'} or set resume=False to start over") from None
     if saved is not None:
@@ -346,14 +372,22 @@ def _resume(run: _Run) -> None:
         write_provenance(path, asdict(config))
 
 
-def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
-    different = {key: (saved.get(key), value) for key, value in current.items()
-                 if key not in RESUME_MAY_DIFFER and saved.get(key) != value}
+def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path,
+                       defaults: dict[str, Any] | None = None) -> None:
+    """Refuse a checkpoint of another configuration; a field the checkpoint predates counts as its
+    ``defaults`` value (an older checkpoint without ``objective`` was contrastive)."""
+    defaults = defaults or {}
+    different = {key: (saved.get(key, defaults.get(key)), value) for key, value in current.items()
+                 if key not in RESUME_MAY_DIFFER and saved.get(key, defaults.get(key)) != value}
     if different:
         detail = "; ".join(f"{key}: checkpoint {old!r}, now {new!r}" for key, (old, new) in different.items())
         raise TrainError(
             f"cannot resume from {where}: it was trained with another configuration ({detail}). "
             "Choose a new run name (run=...), or resume=False to start this run over")
+
+
+def _field_defaults(config) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(config) if f.default is not MISSING}
 
 
 def _check_finite(run: _Run, what: str, value: float | None, step: int) -> None:
@@ -378,6 +412,7 @@ class _Step:
     learning_rate: float
     pairs: int
     seconds: float
+    terms: dict[str, float] = field(default_factory=dict)   # loss_contrastive, loss_distill
 
 
 def _train_step(run: _Run) -> _Step:
@@ -385,7 +420,7 @@ def _train_step(run: _Run) -> _Step:
     config, processes, scaler = run.config, run.processes, run.scaler
     started = time.perf_counter()
     run.optimizer.zero_grad(set_to_none=True)
-    step_loss, step_pairs = 0.0, 0
+    step_loss, step_pairs, terms = 0.0, 0, {}
     for micro in range(config.grad_accumulation):
         batch = to_device(next(run.batches), run.device)
         last = micro == config.grad_accumulation - 1
@@ -397,11 +432,14 @@ def _train_step(run: _Run) -> _Step:
                 scale=lambda loss: scaler.scale(loss / config.grad_accumulation) if scaler is not None
                 else loss / config.grad_accumulation)
         step_loss += loss.item() / config.grad_accumulation
+        for name, value in run.loss_fn.terms.items():
+            terms[name] = terms.get(name, 0.0) + value.item() / config.grad_accumulation
         step_pairs += batch["pairs"] * processes.world
     if processes.world > 1:  # log the loss of the whole batch, not of this process's queries
-        mean_loss = torch.tensor(step_loss, dtype=torch.float64, device=run.device)
-        torch.distributed.all_reduce(mean_loss)
-        step_loss = float(mean_loss) / processes.world
+        values = torch.tensor([step_loss, *terms.values()], dtype=torch.float64, device=run.device)
+        torch.distributed.all_reduce(values)
+        step_loss, *rest = (values / processes.world).tolist()
+        terms = dict(zip(terms, rest))
     _check_finite(run, "loss", step_loss, run.state.step + 1)
     if scaler is not None:
         scaler.unscale_(run.optimizer)
@@ -416,7 +454,7 @@ def _train_step(run: _Run) -> _Step:
     else:
         run.optimizer.step()
     run.scheduler.step()
-    return _Step(step_loss, learning_rate, step_pairs, time.perf_counter() - started)
+    return _Step(step_loss, learning_rate, step_pairs, time.perf_counter() - started, terms)
 
 
 def _validation_loss(run: _Run) -> float | None:
@@ -506,7 +544,8 @@ def _end_step(run: _Run, step: _Step, started: float) -> None:
     state.pairs += step.pairs
     val_loss = _validate(run)
     state.elapsed_s = time.perf_counter() - started
-    state.log.append({"step": state.step, "epoch": run.sampler.epoch, "loss": step.loss, "lr": step.learning_rate,
+    state.log.append({"step": state.step, "epoch": run.sampler.epoch, "loss": step.loss,
+                      **{f"loss_{name}": step.terms.get(name) for name in LOSS_TERMS}, "lr": step.learning_rate,
                       "val_loss": val_loss, "pairs_per_second": step.pairs / step.seconds,
                       "elapsed_s": state.elapsed_s})
     _write_log(run)
@@ -543,6 +582,8 @@ def _finish(run: _Run) -> TrainResult:
         "trainable_parameters": sum(p.numel() for _, p in run.trainable),
         "frozen_parameters": sum(p.numel() for p in run.encoder.parameters() if not p.requires_grad),
         "resumed_from_step": checkpoint_step(run.resumed_from) if run.resumed_from else None,
+        "objective": config.objective,
+        "distill_groups_without_source": run.targets.without_source if run.targets is not None else None,
         "model_dir": str(model_dir.relative_to(path)), "best_model_dir": str(best_dir.relative_to(path)),
     }
     if run.processes.main:

@@ -72,7 +72,7 @@ def test_default_grid_expands_to_the_documented_cells():
 def test_smoke_grid_is_small_and_fast():
     grid = load_grid("grid-smoke")                        # a bare name means params/<name>.yaml
     assert grid.backbones == ["tiny"] and grid.train["steps"] <= 5 and grid.evaluate["max_questions"] <= 20
-    assert len([j for j in plan_jobs(grid) if j.kind == "train"]) == 5
+    assert len([j for j in plan_jobs(grid) if j.kind == "train"]) == 7     # 5 samplers' + 2 distillation runs
 
 
 def test_paper_grid_configuration():

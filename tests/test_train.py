@@ -199,7 +199,9 @@ def test_run_writes_config_log_metrics_and_checkpoints(trained):
     assert config["backbone"] == "tiny" and config["precision"] == resolve_precision("auto", "cpu") and config["freeze_embeddings"] is False
     assert (trained.run_dir / "versions.json").is_file()
     log = pd.read_csv(trained.run_dir / "train_log.csv")
-    assert list(log.columns) == ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
+    assert list(log.columns) == ["step", "epoch", "loss", "loss_contrastive", "loss_distill", "lr", "val_loss",
+                                 "pairs_per_second", "elapsed_s"]
+    assert log.loss.tolist() == log.loss_contrastive.tolist() and log.loss_distill.isna().all()
     assert log.step.tolist() == [1, 2, 3, 4, 5, 6]
     assert log.val_loss.notna().tolist() == [False, False, True, False, False, True]
     assert log.lr.iloc[0] == pytest.approx(0.0) and log.lr.iloc[1] == pytest.approx(1e-3)  # 1 warm-up step
