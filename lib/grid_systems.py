@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from lib.debias_evaluation import parse_variants
-from lib.naming import soup_run_name, soup_system_name, system_name, wise_ft_run_name, wise_ft_system_name
+from lib.naming import soup_run_name, soup_system_name, wise_ft_run_name, wise_ft_system_name
 
 MERGE_JOB = "lib.weight_systems"       # the "notebook" of a merge job: a module, run in-process
 
@@ -72,7 +72,7 @@ def check_weight_space(wise_ft: Any, soups: Any, samplers: Sequence[str], where:
 
 def weight_systems(trained: Sequence, wise_ft: Any, soups: Any, tag: str = "") -> list[WeightSystem]:
     """The merged models of the grid, from its trained cells (``lib.grid.Cell``: backbone,
-    sampler, alpha, seed, train_sources, train_run), in the cells' order: for each seed the
+    sampler, system, seed, train_sources, train_run), in the cells' order: for each seed the
     WiSE-FT models, then the soups whose every ingredient was trained with that seed."""
     out = []
     wise_samplers = set((wise_ft or {}).get("samplers") or {c.sampler for c in trained} - {"en"})
@@ -80,7 +80,7 @@ def weight_systems(trained: Sequence, wise_ft: Any, soups: Any, tag: str = "") -
         if wise_ft and cell.sampler in wise_samplers:
             for lam in (float(x) for x in wise_ft["lambdas"]):
                 out.append(WeightSystem("wise-ft", wise_ft_run_name(cell.train_run, lam),
-                                        wise_ft_system_name(system_name(cell.sampler, cell.alpha), lam),
+                                        wise_ft_system_name(cell.system, lam),
                                         (cell.train_run,), cell.backbone, cell.train_sources, cell.seed, lam))
     groups = {}
     for cell in trained:

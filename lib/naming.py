@@ -4,8 +4,9 @@ Names are deterministic, so a grid stopped and started again finds its runs, and
 name a configuration without reading its files. This module imports nothing from ``lib``: the
 training step (:mod:`lib.train`), the grid (:mod:`lib.grid`) and the report all name runs here.
 
-* training     ``train-<backbone>-<sampler>[-a<alpha>]-<sources>-s<seed>[-<tag>]``
-  (sources joined by ``+``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``;
+* training     ``train-<backbone>-<sampler>[-<label><value>...]-<sources>-s<seed>[-<tag>]``
+  (sources joined by ``+``; one ``<label><value>`` per option the sampler declares, with the label
+  it declares: ``lib.sampling.option_labels``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``;
 * evaluation   ``eval-<training run>-<dataset>[-paragraph]``;
   zero-shot    ``zeroshot-<backbone>-<dataset>-<candidate context>``;
 * bias         ``bias-<evaluation run>``; the samplers side by side:
@@ -19,22 +20,34 @@ training step (:mod:`lib.train`), the grid (:mod:`lib.grid`) and the report all 
 
 from __future__ import annotations
 
+from typing import Mapping
 
-def alpha_text(alpha: float) -> str:
+
+def number_text(value: float) -> str:
     """``0.5`` -> ``"0.5"``, ``1.0`` -> ``"1"`` (shortest exact form, as in run names and tables)."""
-    return f"{float(alpha):g}"
+    return f"{float(value):g}"
 
 
-def system_name(sampler: str, alpha: float | None = None) -> str:
-    """How a configuration is named in tables: ``mono``, ``hybrid a=0.5``, ``zero-shot``."""
-    return f"hybrid a={alpha_text(alpha)}" if sampler == "hybrid" and alpha is not None else sampler
+def _labels(options: Mapping[str, float] | None) -> Mapping[str, float]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"sampler options must be a mapping of labels to values (lib.sampling.option_labels), "
+                        f"got {options!r}")
+    return options
 
 
-def train_run_name(backbone: str, sampler: str, alpha: float | None, sources: str, seed: int, tag: str = "") -> str:
-    """``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``: alpha only for hybrid, sources joined by ``+``."""
-    parts = ["train", backbone, sampler]
-    if sampler == "hybrid":
-        parts.append(f"a{alpha_text(alpha)}")
+def system_name(sampler: str, options: Mapping[str, float] | None = None) -> str:
+    """How a configuration is named in tables: ``mono``, ``hybrid a=0.5`` (``options``: the sampler's
+    option labels and values, ``lib.sampling.option_labels``), ``zero-shot``."""
+    return " ".join([sampler, *(f"{label}={number_text(value)}" for label, value in _labels(options).items())])
+
+
+def train_run_name(backbone: str, sampler: str, options: Mapping[str, float] | None, sources: str, seed: int,
+                   tag: str = "") -> str:
+    """``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``: one ``<label><value>`` per sampler option
+    (``options``: labels and values, ``lib.sampling.option_labels``), sources joined by ``+``."""
+    parts = ["train", backbone, sampler, *(f"{label}{number_text(value)}" for label, value in _labels(options).items())]
     parts += ["+".join(s.strip() for s in sources.split(",") if s.strip()), f"s{seed}"]
     if tag:
         parts.append(tag)
@@ -76,12 +89,12 @@ def debias_system_name(system: str, variant: str) -> str:
 
 def wise_ft_run_name(train_run: str, lam: float) -> str:
     """``wise-l0.5-train-me5-small-q4-mono-mlqa-r-s0``: WiSE-FT of one training run."""
-    return f"wise-l{alpha_text(lam)}-{train_run}"
+    return f"wise-l{number_text(lam)}-{train_run}"
 
 
 def wise_ft_system_name(system: str, lam: float) -> str:
     """``mono WiSE-FT 0.5``: a trained system interpolated towards the zero-shot backbone."""
-    return f"{system} WiSE-FT {alpha_text(lam)}"
+    return f"{system} WiSE-FT {number_text(lam)}"
 
 
 def soup_run_name(backbone: str, samplers, sources: str, seed: int, tag: str = "") -> str:

@@ -705,6 +705,24 @@ def option_labels(name: str, options: Mapping[str, float]) -> dict[str, float]:
     return {(cls.params[key].label or key): float(value) for key, value in options.items() if key in cls.params}
 
 
+def run_options(settings: Mapping[str, Any]) -> tuple[str | None, dict[str, float], dict[str, float]]:
+    """The sampler a run's settings (``config.json`` of a training run) name, its declared options
+    and their labels: ``("hybrid", {"alpha": 0.5}, {"a": 0.5})``; no options for a sampler that is
+    not registered (any more) or settings it refuses.
+
+        sampler, options, labels = run_options(read_json(".../config.json"))
+        system_name(sampler, labels)     # "hybrid a=0.5" (lib.naming)
+    """
+    name = settings.get("sampler")
+    if name not in SAMPLER_CLASSES:
+        return name, {}, {}
+    try:
+        options = options_for(name, settings)
+    except SamplingError:
+        return name, {}, {}
+    return name, options, option_labels(name, options)
+
+
 def build_sampler(name: str, groups: Sequence[ParallelGroup], batch_size: int, seed: int = 0,
                   source_temperature: float = 1.0, languages: list[str] | None = None,
                   batches_per_epoch: int | None = None, **options) -> BatchSampler:

@@ -81,7 +81,7 @@ from lib.gradcache import step_loss_backward
 from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss
 from lib.model_card import attach_card_data, training_card_data
-from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size
+from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size, options_for
 from lib.sources import load_source_groups
 from lib.tracking import Tracker, open_tracker
 from lib.training_data import split_by_qid
@@ -272,8 +272,8 @@ def _set_up_batches(run: _Run) -> None:
     sampler_options = dict(seed=config.seed, source_temperature=config.source_temperature,
                            languages=config.language_list())
     try:
-        run.sampler = build_sampler(config.sampler, train_groups, config.batch_size, alpha=config.alpha,
-                                    **sampler_options)
+        run.sampler = build_sampler(config.sampler, train_groups, config.batch_size, **sampler_options,
+                                    **options_for(config.sampler, asdict(config)))
     except SamplingError as error:
         raise TrainError(f"training batches: {error}") from None
     dataset = PairDataset(train_groups, config.hard_negatives, config.negative_language, config.seed)
@@ -347,8 +347,10 @@ def _resume(run: _Run) -> None:
 
 
 def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+    # a field added after the checkpoint was written (absent from it) is no difference at its empty default
     different = {key: (saved.get(key), value) for key, value in current.items()
-                 if key not in RESUME_MAY_DIFFER and saved.get(key) != value}
+                 if key not in RESUME_MAY_DIFFER and (key in saved or value not in ("", None))
+                 and saved.get(key) != value}
     if different:
         detail = "; ".join(f"{key}: checkpoint {old!r}, now {new!r}" for key, (old, new) in different.items())
         raise TrainError(
