@@ -1,0 +1,62 @@
+"""The report's figures read at a glance: labelled axes, scales that show small differences, legends
+outside the data (checked on the matplotlib objects, not on a file)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from lib.report_plots import metric_figure, significance_figure  # noqa: E402
+
+
+def _results() -> pd.DataFrame:
+    rows = []
+    for system, base in (("mono", 0.700), ("cross", 0.705), ("hybrid a=0.5", 0.710)):
+        for seed, shift in enumerate((-0.001, 0.0, 0.001)):
+            rows.append({"dataset": "xquad-r", "system": system, "seed": seed, "status": "complete",
+                         "mono map": base + shift, "cross map": base - 0.2 + shift, "multi map": base - 0.3 + shift})
+    return pd.DataFrame(rows)
+
+
+def _outside_every_axis(figure, artist) -> bool:
+    figure.canvas.draw()
+    box = artist.get_window_extent(figure.canvas.get_renderer())
+    return all(not box.overlaps(axis.get_window_extent()) for axis in figure.axes if axis.get_visible())
+
+
+def test_metric_figure_is_a_dot_plot_on_the_datas_scale():
+    figure = metric_figure(_results())
+    axes = figure.axes
+    assert [axis.get_xlabel() for axis in axes] == ["mono map", "cross map", "multi map"]   # no bare "value"
+    assert axes[0].get_ylabel() == "system"
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == ["mono", "cross", "hybrid a=0.5"]
+    low, high = axes[0].get_xlim()
+    assert 0.69 < low < 0.699 and 0.711 < high < 0.72        # not from zero: .005 apart is a visible gap
+    assert (0.705 - 0.700) / (high - low) > 0.1              # a difference of .005 spans a tenth of the panel
+    assert not any(patch.get_height() > 0 for axis in axes for patch in axis.patches)   # no bars
+    means = [line.get_xdata()[0] for line in axes[0].lines]
+    assert means == pytest.approx([0.700, 0.705, 0.710])
+    assert len(figure.legends) == 1 and _outside_every_axis(figure, figure.legends[0])
+    labels = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert labels == ["mean over seeds", "range of seeds (min to max)", "one seed"]
+    fixed = metric_figure(_results(), ["mono map"], ylim=(0, 1))
+    assert fixed.axes[0].get_xlim() == (0, 1)
+    plt.close("all")
+
+
+def test_forest_plot_has_an_x_axis_label_and_its_legend_outside():
+    table = pd.DataFrame({"setting": ["mono", "mono", "cross"], "metric": ["map"] * 3, "a": ["hybrid a=0.5"] * 3,
+                          "b": ["mono", "cross", "mono"], "dataset": ["xquad-r"] * 3, "delta": [0.01, -0.004, 0.02],
+                          "ci_low": [0.002, -0.01, 0.01], "ci_high": [0.018, 0.002, 0.03], "p_holm": [0.01, 0.4, 0.001]})
+    figure = significance_figure(table)
+    visible = [axis for axis in figure.axes if axis.get_visible()]
+    assert [axis.get_xlabel() for axis in visible] == ["difference in mono map (A - B)",
+                                                       "difference in cross map (A - B)"]
+    assert visible[0].get_ylabel() == "comparison (dataset)"
+    assert len(figure.legends) == 1 and _outside_every_axis(figure, figure.legends[0])
+    plt.close("all")
