@@ -60,3 +60,25 @@ def test_forest_plot_has_an_x_axis_label_and_its_legend_outside():
     assert visible[0].get_ylabel() == "comparison (dataset)"
     assert len(figure.legends) == 1 and _outside_every_axis(figure, figure.legends[0])
     plt.close("all")
+
+
+def test_wide_tables_are_split_so_each_fits_a_page():
+    from lib.report import _markdown
+    from lib.report_tables import PAGE_WIDTH, page_tables
+
+    columns = pd.MultiIndex.from_product([["xquad-r", "mlqa-r"], ["mono map", "cross map", "multi map"],
+                                          ["mean", "std"]])
+    index = pd.MultiIndex.from_tuples([("me5-small-q4", "mlqa-r", "hybrid a=0.5"), ("me5-small-q4", "mlqa-r", "mono")],
+                                      names=["backbone", "train_sources", "system"])
+    wide = pd.DataFrame([[0.5] * 12, [0.6] * 12], index=index, columns=columns)
+    text = _markdown(wide)
+    tables = text.strip().split("\n\n")
+    assert len(tables) > 1
+    for table in tables:
+        lines = table.splitlines()
+        assert max(map(len, lines)) <= PAGE_WIDTH
+        assert [c.strip() for c in lines[0].split("|")[1:4]] == ["backbone", "train_sources", "system"]
+    shown = {c.strip() for table in tables for c in table.splitlines()[0].split("|")}
+    assert {"xquad-r mono map mean", "mlqa-r multi map std"} <= shown        # every column in some table
+    narrow = pd.DataFrame({"system": ["mono"], "mono map": [0.5]})
+    assert len(page_tables(narrow)) == 1
