@@ -430,11 +430,6 @@ def _check_arguments(batch_size, seed, source_temperature, batches_per_epoch, gr
         raise SamplingError("groups is empty: build training groups first (lib.training_data)")
 
 
-PAPER = ("Elmahdy, Lin, Ahmad. Synergistic Approach for Simultaneous Optimization of Monolingual, "
-         "Cross-lingual, and Multilingual Information Retrieval. arXiv 2408.10536 (2024)")
-LAREQA = ("Roy, Constant, Al-Rfou, Barua, Phillips, Yang. LAReQA: Language-Agnostic Answer Retrieval "
-          "from a Multilingual Pool. EMNLP 2020, arXiv 2004.05484")
-
 
 class EnglishBatchSampler(BatchSampler):
     """En-En: every pair has its query and passage in English.
@@ -763,6 +758,21 @@ def fitting_batch_size(name: str, groups: Sequence[ParallelGroup], wanted: int, 
     rounded down to a multiple of ``multiple_of`` (processes that split each batch): a sampler over
     few groups (held-out validation ids) that still works when ``wanted`` is the training batch size.
 
+    Args:
+        name: a registered sampler name.
+        groups: the groups it will sample.
+        wanted: the batch size asked for (pairs).
+        multiple_of: processes that split each batch; the result is a multiple of it.
+        **options: as :func:`build_sampler` (seed, languages, the sampler's options).
+
+    Returns:
+        The batch size, at most ``wanted``.
+
+    Raises:
+        SamplingError: even a batch of ``multiple_of`` pairs does not fit.
+
+    Example::
+
         fitting_batch_size("hybrid", validation_groups, 100)   # e.g. 46: the smallest mono pool
     """
     largest = build_sampler(name, groups, 1, **options).largest_batch_size()
@@ -785,6 +795,17 @@ class PairDataset(torch.utils.data.Dataset):
     the in-batch negatives alone for that pair. The choice among several negatives is a
     deterministic hash of (seed, group, query language, passage language): the same pair gets
     the same negative in every epoch and every worker process.
+
+    Args:
+        groups: the groups the sampler was built on (indexed by ``PairIndex.group``).
+        hard_negatives: add each pair's hard negative.
+        negative_language: ``passage`` or ``query``: the language of the hard negative.
+        seed: which of a group's negatives a pair gets.
+
+    Returns:
+        ``dataset[pair]`` is a dict of the pair's texts and languages (above).
+
+    Example::
 
         dataset = PairDataset(groups, hard_negatives=True, negative_language="passage", seed=0)
         loader = DataLoader(dataset, batch_sampler=build_sampler("hybrid", groups, 32), collate_fn=list)

@@ -75,6 +75,17 @@ def test_build_sampler_returns_the_named_class(groups):
         assert "sampler =" in cls.__doc__  # each class states its rule and shows its usage
 
 
+def test_every_sampler_documents_its_arguments_returns_references_and_an_example():
+    for name in ("en", "xx", "mono", "cross", "hybrid"):
+        doc = build_sampler.__globals__["SAMPLER_CLASSES"][name].__doc__
+        for section in ("Args:", "Returns:", "References:", "Example::"):
+            assert section in doc, (name, section)
+        assert "2408.10536" in doc or "2004.05484" in doc             # the paper that defines the rule
+    from lib.sampling import HybridBatchSampler as hybrid
+
+    assert "alpha" in hybrid.params and hybrid.params["alpha"].help   # its option, with help text
+
+
 def test_errors_name_the_input_and_the_fix(groups):
     with pytest.raises(SamplingError, match="unknown sampler 'random'.*en, xx, mono, cross, hybrid"):
         build_sampler("random", groups, 8)
