@@ -28,7 +28,8 @@ adapter closes that gap in two pieces:
     SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
                                loss=MultipleNegativesRankingLoss(model)).train()
 
-One process only: with several, ``accelerate`` shards each batch of row numbers across processes
+The trainer batches an ``eval_dataset`` with the same callable (refused: its rows are not
+``pair_dataset(groups)``); evaluate with an ``evaluator`` instead. One process only: with several, ``accelerate`` shards each batch of row numbers across processes
 (``BatchSamplerShard``), which keeps every pair but splits the contrastive batch (our own loop,
 ``lib.trainer``, gathers embeddings across processes instead).
 """
