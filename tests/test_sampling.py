@@ -73,6 +73,11 @@ def test_build_sampler_returns_the_named_class(groups):
         sampler = build_sampler(name, groups, batch_size=8)
         assert type(sampler) is cls and sampler.name == name
         assert "sampler =" in cls.__doc__  # each class states its rule and shows its usage
+        # one call builds every sampler (02_sampling): an option another sampler declares is ignored
+        assert type(build_sampler(name, groups, batch_size=8, alpha=0.3)) is cls
+    assert build_sampler("hybrid", groups, 8, alpha=0.3).alpha == 0.3
+    with pytest.raises(SamplingError, match="sampler 'mono' has no option 'gamma' \\(its options: none\\)"):
+        build_sampler("mono", groups, 8, gamma=1.0)
 
 
 def test_every_sampler_documents_its_arguments_returns_references_and_an_example():
