@@ -14,7 +14,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                      "tatoeba_checksums")),
     ("data", ("data", "training_data", "translation", "sources", "sampling", "batch_composition", "data_figures")),
     ("model", ("backbones", "dropout", "encode", "losses", "dual_encoder", "gradcache", "checkpoint", "model_card")),
-    ("training", ("distill", "trainer", "train", "weights", "weight_systems")),
+    ("training", ("distill", "trainer", "train", "weights", "weight_systems", "st_sampler")),
     ("retrieval", ("retrieval", "run_files", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),
     ("evaluation", ("results", "tatoeba", "miracl", "debias_evaluation", "evaluate")),

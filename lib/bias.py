@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from lib.io import atomic_path, outputs_dir, read_json, run_dir, write_json, write_provenance
+from lib.naming import system_name
 from lib.parameters import param, parse_command_line
 from lib.retrieval import PoolScores, score_lareqa
 
@@ -264,10 +265,11 @@ def run_label(run: str) -> str:
         train_config = outputs_dir() / train_config.parent.name / "config.json"
     if train_config.is_file():
         train = read_json(train_config)
-        sampler = train.get("sampler")
+        from lib.sampling import run_options
+
+        sampler, _, labels = run_options(train)      # the options its sampler declares, as tables name them
         if sampler:
-            alpha = f" a={train.get('alpha')}" if sampler == "hybrid" else ""
-            return f"{sampler}{alpha} s{train.get('seed', '?')}"
+            return f"{system_name(sampler, labels)} s{train.get('seed', '?')}"
     return run
 
 

@@ -27,6 +27,7 @@ from lib.grid_plan import ZERO_SHOT, Grid, cell_table
 from lib.io import outputs_dir, read_json
 from lib.naming import bias_run_name, debias_system_name, system_name
 from lib.retrieval import SETTINGS
+from lib.sampling import run_options
 
 SUMMARY_METRICS = list(LAREQA_REPORT_METRICS)      # LAReQA's: the tables, tests and verdict of lib.report
 BIAS_METRICS = ["same_language_first", "chance", "strong_alignment", "same_language_distractor",
@@ -38,7 +39,7 @@ def describe_eval_run(run: str) -> dict[str, Any]:
     config = read_json(outputs_dir() / run / "config.json")
     settings = config.get("backbone_settings") or {}
     row = {"backbone": settings.get("name", config.get("backbone")), "system": run_label(run),
-           "sampler": None, "alpha": None, "seed": None, "train_sources": None,
+           "sampler": None, "seed": None, "train_sources": None,
            "dataset": config.get("dataset"), "train_run": None, "eval_run": run, "bias_run": None}
     if settings.get("source") not in (None, "path"):
         row.update(sampler=ZERO_SHOT)           # system stays "zero-shot <backbone>": not a grid cell
@@ -47,10 +48,10 @@ def describe_eval_run(run: str) -> dict[str, Any]:
         train_dir = outputs_dir() / train_dir.name
     if settings.get("source") == "path" and (train_dir / "config.json").is_file():
         train = read_json(train_dir / "config.json")
-        row.update(backbone=Path(str(train.get("backbone", row["backbone"]))).name, sampler=train.get("sampler"),
-                   alpha=train.get("alpha") if train.get("sampler") == "hybrid" else None,
+        sampler, options, labels = run_options(train)        # the options its sampler declares (lib.sampling)
+        row.update(backbone=Path(str(train.get("backbone", row["backbone"]))).name, sampler=sampler, **options,
                    seed=train.get("seed"), train_sources=train.get("train_sources"), train_run=train_dir.name)
-        row["system"] = system_name(row["sampler"], row["alpha"]) if row["sampler"] else row["system"]
+        row["system"] = system_name(sampler, labels) if sampler else row["system"]
     debias = config.get("debias")          # a variant's run: {"name": ...}; the evaluation itself: a list
     variant = debias.get("name", "none") if isinstance(debias, dict) else "none"
     row.update(base_system=row["system"], debias=variant, transductive=variant.endswith("-transductive"),

@@ -9,7 +9,8 @@ A grid file (``params/grid*.yaml``) lists::
     samplers: [en, mono, cross, hybrid]       # lib.sampling.SAMPLERS
     seeds: [0, 1, 2]                          # default for every sampler ...
     seeds_by_sampler: {en: [0]}               # ... unless overridden here
-    alphas: [0.5]                             # hybrid only
+    alphas: [0.5]                             # hybrid's alpha values (the grid key its option declares)
+    sampler_options: {hybrid: {alpha: [0.4, 0.6]}}   # any sampler's declared options, values to cross
     budgets: [40, 160, 640]                   # training steps: one training per budget, each with
                                               # its own warm-up and decay (run tag b<steps>, system
                                               # "hybrid a=0.5 @160"); empty: train.steps
@@ -31,7 +32,7 @@ A grid file (``params/grid*.yaml``) lists::
     soups: [[mono, cross]]                    # ... and uniform soups per seed, each evaluated
     distill: [{objective: contrastive+distill}]  # distillation systems, trained per seed (lib.grid_systems)
 
-Cells = backbones x training mixtures x (sampler, alpha, seed); run names come from
+Cells = backbones x training mixtures x (sampler, its option values, seed); run names come from
 :mod:`lib.naming` (``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``, ``eval-<training run>-<dataset>``,
 ``zeroshot-<backbone>-<dataset>-<candidate context>``, ``bias-<evaluation run>``, and the samplers
 side by side ``bias-<grid>-<backbone>-<sources>-<dataset>``). Candidate contexts are LAReQA's; a
@@ -66,7 +67,7 @@ from lib.io import PROJECT_ROOT, outputs_dir, read_yaml_mapping
 from lib.naming import (bias_run_name, budget_system_name, budget_tag, comparison_run_name, debias_run_name,
                         debias_system_name, eval_run_name, join_tags, system_name, train_run_name, zero_shot_run_name)
 from lib.notebooks import NOTEBOOKS_DIR, is_complete, notebook_parameters
-from lib.sampling import SAMPLERS
+from lib.sampling import SAMPLERS, SamplingError, check_sampler_options, option_labels, sampler_class
 from lib.scheduler import Job
 from lib.train import TrainConfig, TrainError
 
@@ -95,7 +96,8 @@ class Grid:
     eval_datasets: list[str]
     seeds: list[int] = field(default_factory=lambda: [0])
     seeds_by_sampler: dict[str, list[int]] = field(default_factory=dict)
-    alphas: list[float] = field(default_factory=lambda: [0.5])
+    alphas: list[float] = field(default_factory=lambda: [0.5])   # hybrid's alpha (its grid_key)
+    sampler_options: dict[str, dict[str, list[float]]] = field(default_factory=dict)   # {sampler: {option: [values]}}
     zero_shot: bool | dict[str, Any] = True     # or {eval_datasets: [...], candidate_contexts: [...]}
     candidate_context: str = "sentence"
     model_folder: str = "model"             # which folder of a training run is evaluated
@@ -119,6 +121,20 @@ class Grid:
     def seeds_for(self, sampler: str) -> list[int]:
         return [int(s) for s in self.seeds_by_sampler.get(sampler, self.seeds)]
 
+    def option_values(self, sampler: str) -> list[dict[str, float]]:
+        """Every combination of the values the grid gives the options ``sampler`` declares
+        (``sampler_options``, else the top-level key an option names as its ``grid_key``, e.g.
+        ``alphas``, else its default): ``[{"alpha": 0.4}, {"alpha": 0.6}]``; ``[{}]`` for none."""
+        given = self.sampler_options.get(sampler) or {}
+        combinations: list[dict[str, float]] = [{}]
+        for name, declared in sampler_class(sampler).params.items():
+            values = given.get(name)
+            if values is None and declared.grid_key:
+                values = getattr(self, declared.grid_key, None)
+            values = values if values is not None else [declared.default]
+            combinations = [{**c, name: value} for c in combinations for value in _as_list(values, name, self.name)]
+        return combinations
+
     @property
     def evaluated_datasets(self) -> list[str]:
         """Every dataset some cell is evaluated on, in first-mention order."""
@@ -141,7 +157,7 @@ class Grid:
 # parameters a grid sets itself, per notebook: the fixed sections may not override them
 ZERO_SHOT_KEYS = ("eval_datasets", "candidate_contexts")
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))     # what a grid's train section may set
-RESERVED = {"train": {"backbone", "sampler", "alpha", "train_sources", "seed", "run"},
+RESERVED = {"train": {"backbone", "sampler", "sampler_options", "train_sources", "seed", "run"},
             "evaluate": {"backbone", "dataset", "candidate_context", "run"},
             "bias": {"runs", "run"}, "report": {"grid", "run", "extra_runs"}}
 
@@ -190,7 +206,7 @@ def load_grid(path: str | Path) -> Grid:
     for key in ("backbones", "samplers", "train_datasets", "eval_datasets", "seeds", "alphas", "budgets"):
         if key in values:
             values[key] = _as_list(values[key], key, str(path))
-    for key in ("train", "evaluate", "bias", "report", "estimate", "seeds_by_sampler"):
+    for key in ("train", "evaluate", "bias", "report", "estimate", "seeds_by_sampler", "sampler_options"):
         values[key] = values.get(key) or {}
         if not isinstance(values[key], dict):
             raise GridError(f"{path}: {key} must be a mapping")
@@ -240,9 +256,7 @@ def validate_grid(grid: Grid) -> None:
         raise GridError(f"{where}: no sampler and zero_shot false: the grid has no cell")
     if (grid.samplers or grid.distill) and not grid.train_datasets:
         raise GridError(f"{where}: samplers or distill given but train_datasets is empty")
-    for alpha in grid.alphas:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= float(alpha) <= 1:
-            raise GridError(f"{where}: alpha {alpha!r} must lie in [0, 1]")
+    _check_sampler_options(grid, where)
     if not grid.eval_datasets:
         raise GridError(f"{where}: eval_datasets is empty; expected some of {DATASETS}")
     _check_datasets(where, "evaluation", grid.eval_datasets)
@@ -292,6 +306,34 @@ def validate_grid(grid: Grid) -> None:
                 raise GridError(f"{where}: training run {job.run}: {error}") from None
 
 
+def _check_sampler_options(grid: Grid, where: str) -> None:
+    """``sampler_options`` names samplers of the grid and options they declare; every value in range."""
+    for sampler, options in grid.sampler_options.items():
+        if sampler not in grid.samplers or not isinstance(options, dict):
+            raise GridError(f"{where}: sampler_options.{sampler} must be a mapping of options of one of the "
+                            f"grid's samplers {grid.samplers}, e.g. {{hybrid: {{alpha: [0.5]}}}}")
+    for sampler in grid.samplers:
+        try:
+            undeclared = set(grid.sampler_options.get(sampler) or {}) - set(sampler_class(sampler).params)
+            check_sampler_options(sampler, dict.fromkeys(undeclared, 0.0))
+            for options in grid.option_values(sampler):
+                for name, value in options.items():
+                    try:
+                        check_sampler_options(sampler, {name: value})
+                    except SamplingError as error:
+                        raise GridError(f"{where}: {name} {value!r} of sampler {sampler!r}: {error}") from None
+        except SamplingError as error:
+            raise GridError(f"{where}: sampler_options: {error}") from None
+
+
+def _train_options(cell: "Cell") -> dict[str, Any]:
+    """A cell's sampler options as parameters of 03_train: an option with a ``TrainConfig`` field of
+    its name (hybrid's ``alpha``) as that field, the others as ``sampler_options`` (``beta=0.2``)."""
+    own = {name: value for name, value in cell.options if name in TRAIN_FIELDS}
+    rest = ",".join(f"{name}={value:g}" for name, value in cell.options if name not in TRAIN_FIELDS)
+    return {**own, **({"sampler_options": rest} if rest else {})}
+
+
 def _check_datasets(where: str, what: str, datasets: Sequence[str]) -> None:
     """Every dataset has a registered evaluator (``lib.results``; ``lib.evaluate.DATASETS``)."""
     for dataset in datasets:
@@ -317,14 +359,14 @@ def debias_variants_of(grid: Grid, dataset: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Cell:
-    """One configuration: a backbone trained with one sampler, alpha, seed and training mixture
+    """One configuration: a backbone trained with one sampler, its option values, seed and training mixture
     (``sampler == "zero-shot"``: the untrained backbone, no training run; ``method`` wise-ft | soup:
     a model merged from the training runs ``merged``, ``train_run`` then names the merge run; ``method``
     distill: trained with the objective fields ``train`` of a ``lib.grid_systems.DistillSystem``)."""
 
     backbone: str
     sampler: str
-    alpha: float | None
+    options: tuple[tuple[str, float], ...] | None     # the sampler's declared options and their values
     seed: int | None
     train_sources: str | None
     train_run: str | None
@@ -345,12 +387,13 @@ class Cell:
             return self.label
         if self.sampler == ZERO_SHOT and self.candidate_context != "sentence":
             return f"{ZERO_SHOT} {self.candidate_context}"
-        return budget_system_name(system_name(self.sampler, self.alpha), self.budget)
+        return budget_system_name(system_name(self.sampler, option_labels(self.sampler, dict(self.options))
+                                              if self.options else None), self.budget)
 
 
 def expand_cells(grid: Grid) -> list[Cell]:
     """Zero-shot cells first (one per backbone and candidate context), then backbone x mixture x
-    seed x sampler x alpha."""
+    seed x sampler x the sampler's option values."""
     cells = []
     context = grid.candidate_context
     for backbone in grid.backbones:
@@ -381,15 +424,16 @@ def expand_cells(grid: Grid) -> list[Cell]:
 
 
 def _sampler_cells(grid: Grid, backbone: str, mixture: dict[str, Any], seed: int, budget: int | None) -> list[Cell]:
-    """The trained cells of one backbone, mixture, seed and budget: every sampler (x alpha for hybrid)."""
+    """The trained cells of one backbone, mixture, seed and budget: every sampler x its option values."""
     cells, context, sources = [], grid.candidate_context, mixture["train"]
     for sampler in grid.samplers:
         if seed not in grid.seeds_for(sampler):
             continue
-        alphas = [float(a) for a in grid.alphas] if sampler == "hybrid" else [None]
-        for alpha in alphas:
-            train = train_run_name(backbone, sampler, alpha, sources, seed, join_tags(grid.tag, budget_tag(budget)))
-            cells.append(Cell(backbone, sampler, alpha, seed, sources, train, tuple(
+        for options in grid.option_values(sampler):
+            options = {name: float(value) for name, value in options.items()}
+            train = train_run_name(backbone, sampler, option_labels(sampler, options), sources, seed,
+                                   join_tags(grid.tag, budget_tag(budget)))
+            cells.append(Cell(backbone, sampler, tuple(options.items()), seed, sources, train, tuple(
                 (d, eval_run_name(train, d, context)) for d in mixture["evaluate"]), context, budget=budget))
     return cells
 
@@ -399,9 +443,9 @@ def _distill_cells(grid: Grid, backbone: str, mixture: dict[str, Any], seed: int
     """The distillation systems' cells of one backbone, mixture, seed and budget (``lib.grid_systems.DistillSystem``)."""
     cells, context, sources = [], grid.candidate_context, mixture["train"]
     for system in (s for s in distill if seed in (s.seeds or grid.seeds)):
-        train = train_run_name(backbone, system.sampler, system.alpha, sources, seed,
+        train = train_run_name(backbone, system.sampler, system.labels, sources, seed,
                                join_tags(grid.tag, budget_tag(budget)), objective=system.run_part)
-        cells.append(Cell(backbone, system.sampler, system.alpha, seed, sources, train, tuple(
+        cells.append(Cell(backbone, system.sampler, tuple(system.options.items()), seed, sources, train, tuple(
             (d, eval_run_name(train, d, context)) for d in mixture["evaluate"]), context, "distill",
             label=budget_system_name(system.system, budget), train=system.train, budget=budget))
     return cells
@@ -420,10 +464,8 @@ def plan_jobs(grid: Grid) -> list[Job]:
             jobs.append(Job("merge", MERGE_JOB, cell.train_run, parameters, cell, needs=cell.merged))
         elif cell.train_run:
             parameters = {"backbone": cell.backbone, "sampler": cell.sampler, "train_sources": cell.train_sources,
-                          "seed": cell.seed, **grid.train, **dict(cell.train),
+                          "seed": cell.seed, **grid.train, **_train_options(cell), **dict(cell.train),
                           **({"steps": cell.budget} if cell.budget else {})}
-            if cell.alpha is not None:
-                parameters["alpha"] = cell.alpha
             jobs.append(Job("train", NOTEBOOKS["train"], cell.train_run, parameters, cell))
         for dataset, eval_run in cell.eval_runs:
             backbone = (str(outputs_dir() / cell.train_run / grid.model_folder) if cell.train_run else cell.backbone)
@@ -487,7 +529,7 @@ def cell_table(grid: Grid) -> pd.DataFrame:
         for dataset, eval_run in cell.eval_runs:
             for variant in debias_variants_of(grid, dataset):
                 rows.append({"backbone": cell.backbone, "system": debias_system_name(cell.system, variant),
-                             "sampler": cell.sampler, "alpha": cell.alpha, "seed": cell.seed,
+                             "sampler": cell.sampler, **dict(cell.options or ()), "seed": cell.seed,
                              "train_sources": cell.train_sources, "dataset": dataset, "train_run": cell.train_run,
                              "eval_run": debias_run_name(eval_run, variant), "bias_run": bias_run_name(eval_run)
                              if variant == "none" and analyses_bias(dataset) else None,

@@ -33,8 +33,8 @@ from typing import Any, Sequence
 from lib.debias_evaluation import parse_variants
 from lib.losses import OBJECTIVES
 from lib.naming import (budget_system_name, budget_tag, distill_system_name, join_tags, objective_text, soup_run_name,
-                        soup_system_name, system_name, wise_ft_run_name, wise_ft_system_name)
-from lib.sampling import SAMPLERS
+                        soup_system_name, wise_ft_run_name, wise_ft_system_name)
+from lib.sampling import SAMPLERS, option_labels, sampler_class
 
 MERGE_JOB = "lib.weight_systems"       # the "notebook" of a merge job: a module, run in-process
 
@@ -91,16 +91,17 @@ def check_weight_space(wise_ft: Any, soups: Any, samplers: Sequence[str], where:
 
 def weight_systems(trained: Sequence, wise_ft: Any, soups: Any, tag: str = "") -> list[WeightSystem]:
     """The merged models of the grid, from its trained cells (``lib.grid.Cell``: backbone,
-    sampler, alpha, seed, train_sources, train_run), in the cells' order: for each seed the
+    sampler, system, seed, train_sources, train_run), in the cells' order: for each seed the
     WiSE-FT models, then the soups whose every ingredient was trained with that seed."""
     out = []
     wise_samplers = set((wise_ft or {}).get("samplers") or {c.sampler for c in trained} - {"en"})
     for cell in trained:
         if wise_ft and cell.sampler in wise_samplers:
             for lam in (float(x) for x in wise_ft["lambdas"]):
-                out.append(WeightSystem("wise-ft", wise_ft_run_name(cell.train_run, lam), budget_system_name(
-                    wise_ft_system_name(system_name(cell.sampler, cell.alpha), lam), _budget(cell)),
-                    (cell.train_run,), cell.backbone, cell.train_sources, cell.seed, lam, _budget(cell)))
+                out.append(WeightSystem("wise-ft", wise_ft_run_name(cell.train_run, lam),
+                                        wise_ft_system_name(cell.system, lam),
+                                        (cell.train_run,), cell.backbone, cell.train_sources, cell.seed, lam,
+                                        _budget(cell)))
     groups = {}
     for cell in trained:     # a soup's ingredients share backbone, mixture, seed and budget
         groups.setdefault((cell.backbone, cell.train_sources, cell.seed, _budget(cell)), []).append(cell)
@@ -134,9 +135,23 @@ class DistillSystem:
         return dict(self.train).get(name, default)
 
     @property
+    def options(self) -> dict[str, float]:
+        """The sampler's options (``{"alpha": 0.5}`` for hybrid, ``{}`` otherwise)."""
+        return {} if self.alpha is None else {"alpha": self.alpha}
+
+    @property
+    def labels(self) -> dict[str, float]:
+        """The options as run names show them (``{"a": 0.5}``; ``lib.sampling.option_labels``)."""
+        return option_labels(self.sampler, self.options)
+
+    @property
     def system(self) -> str:
-        """``distill``, ``hybrid+distill``, ``hybrid+distill (mean, centered)`` (lib.naming)."""
-        return distill_system_name(self.sampler, self.alpha, self.objective, self._option("distill_target", "english"),
+        """``distill``, ``hybrid+distill``, ``hybrid+distill (mean, centered)`` (lib.naming); the
+        sampler's options appear only where they differ from its defaults."""
+        declared = sampler_class(self.sampler).params
+        changed = {k: v for k, v in self.options.items() if k not in declared or v != declared[k].default}
+        return distill_system_name(self.sampler, option_labels(self.sampler, changed) if changed else None,
+                                   self.objective, self._option("distill_target", "english"),
                                    self._option("distill_target_centering", False), self._option("distill_weight", 1.0))
 
     @property

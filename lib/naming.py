@@ -4,12 +4,14 @@ Names are deterministic, so a grid stopped and started again finds its runs, and
 name a configuration without reading its files. This module imports nothing from ``lib``: the
 training step (:mod:`lib.train`), the grid (:mod:`lib.grid`) and the report all name runs here.
 
-* training     ``train-<backbone>-<sampler>[-a<alpha>][-<objective>]-<sources>-s<seed>[-<tag>]``
-  (sources joined by ``+``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``; the objective
-  part only when distilling (:func:`objective_text`): ``...-hybrid-a0.5-distill-mlqa-r-s0``
-  (InfoNCE + distillation, table name ``hybrid+distill``), ``...-hybrid-a0.5-distillonly-...``
-  (distillation alone, batches of the hybrid sampler: ``distill``); a budget grid's runs carry
-  ``b<steps>`` in the tag (``...-s0-b160``) and their systems `` @<steps>``;
+* training     ``train-<backbone>-<sampler>[-<label><value>...][-<objective>]-<sources>-s<seed>[-<tag>]``
+  (sources joined by ``+``; one ``<label><value>`` per option the sampler declares, with the label
+  it declares: ``lib.sampling.option_labels``), e.g. ``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``;
+  the objective part only when distilling (:func:`objective_text`):
+  ``...-hybrid-a0.5-distill-mlqa-r-s0`` (InfoNCE + distillation, table name ``hybrid+distill``),
+  ``...-hybrid-a0.5-distillonly-...`` (distillation alone, batches of the hybrid sampler:
+  ``distill``); a budget grid's runs carry ``b<steps>`` in the tag (``...-s0-b160``) and their
+  systems `` @<steps>``;
 * evaluation   ``eval-<training run>-<dataset>[-paragraph]``;
   zero-shot    ``zeroshot-<backbone>-<dataset>-<candidate context>``;
 * bias         ``bias-<evaluation run>``; the samplers side by side:
@@ -23,15 +25,27 @@ training step (:mod:`lib.train`), the grid (:mod:`lib.grid`) and the report all 
 
 from __future__ import annotations
 
+from typing import Mapping
 
-def alpha_text(alpha: float) -> str:
+
+def number_text(value: float) -> str:
     """``0.5`` -> ``"0.5"``, ``1.0`` -> ``"1"`` (shortest exact form, as in run names and tables)."""
-    return f"{float(alpha):g}"
+    return f"{float(value):g}"
 
 
-def system_name(sampler: str, alpha: float | None = None) -> str:
-    """How a configuration is named in tables: ``mono``, ``hybrid a=0.5``, ``zero-shot``."""
-    return f"hybrid a={alpha_text(alpha)}" if sampler == "hybrid" and alpha is not None else sampler
+def _labels(options: Mapping[str, float] | None) -> Mapping[str, float]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"sampler options must be a mapping of labels to values (lib.sampling.option_labels), "
+                        f"got {options!r}")
+    return options
+
+
+def system_name(sampler: str, options: Mapping[str, float] | None = None) -> str:
+    """How a configuration is named in tables: ``mono``, ``hybrid a=0.5`` (``options``: the sampler's
+    option labels and values, ``lib.sampling.option_labels``), ``zero-shot``."""
+    return " ".join([sampler, *(f"{label}={number_text(value)}" for label, value in _labels(options).items())])
 
 
 def budget_tag(steps: int | None) -> str:
@@ -56,7 +70,7 @@ def _distill_options(target: str, centering: bool, weight: float | None) -> list
     """What differs from the default distillation (english target, no centering, weight 1)."""
     options = [] if target == DISTILL_DEFAULTS["target"] else [str(target)]
     options += ["centered"] if centering else []
-    options += [] if weight is None or float(weight) == DISTILL_DEFAULTS["weight"] else [f"w{alpha_text(weight)}"]
+    options += [] if weight is None or float(weight) == DISTILL_DEFAULTS["weight"] else [f"w{number_text(weight)}"]
     return options
 
 
@@ -70,28 +84,28 @@ def objective_text(objective: str, target: str = "english", centering: bool = Fa
     return "-".join([head, *_distill_options(target, centering, weight if objective != "distill" else None)])
 
 
-def distill_system_name(sampler: str, alpha: float | None, objective: str, target: str = "english",
+def distill_system_name(sampler: str, options: Mapping[str, float] | None, objective: str, target: str = "english",
                         centering: bool = False, weight: float | None = 1.0) -> str:
     """How a distillation system is named in tables: ``hybrid+distill`` (InfoNCE with the hybrid
-    sampler, alpha 0.5, plus distillation), ``distill`` (alone, hybrid batches), ``mono+distill``,
-    ``distill (mono batches, mean)``, ``hybrid a=0.7+distill (mean, centered, w=2)``."""
-    batches = sampler if sampler != "hybrid" or alpha is None or float(alpha) == 0.5 else system_name(sampler, alpha)
-    options = [o.replace("w", "w=", 1) if o.startswith("w") else o
-               for o in _distill_options(target, centering, weight if objective != "distill" else None)]
+    sampler at its default options, plus distillation), ``distill`` (alone, hybrid batches),
+    ``mono+distill``, ``distill (mono batches, mean)``, ``hybrid a=0.7+distill (mean, centered, w=2)``.
+    ``options``: the sampler's option labels and values where they differ from its defaults."""
+    batches = system_name(sampler, options)
+    extra = [o.replace("w", "w=", 1) if o.startswith("w") else o
+             for o in _distill_options(target, centering, weight if objective != "distill" else None)]
     if objective != "distill":
         name = f"{batches}+distill"
     else:
-        name, options = "distill", ([] if batches == "hybrid" else [f"{batches} batches"]) + options
-    return name + (f" ({', '.join(options)})" if options else "")
+        name, extra = "distill", ([] if batches == "hybrid" else [f"{batches} batches"]) + extra
+    return name + (f" ({', '.join(extra)})" if extra else "")
 
 
-def train_run_name(backbone: str, sampler: str, alpha: float | None, sources: str, seed: int, tag: str = "",
-                   objective: str = "") -> str:
-    """``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``: alpha only for hybrid, sources joined by ``+``;
+def train_run_name(backbone: str, sampler: str, options: Mapping[str, float] | None, sources: str, seed: int,
+                   tag: str = "", objective: str = "") -> str:
+    """``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``: one ``<label><value>`` per sampler option
+    (``options``: labels and values, ``lib.sampling.option_labels``), sources joined by ``+``;
     ``objective``: :func:`objective_text` of a distillation run (``distill``)."""
-    parts = ["train", backbone, sampler]
-    if sampler == "hybrid":
-        parts.append(f"a{alpha_text(alpha)}")
+    parts = ["train", backbone, sampler, *(f"{label}{number_text(value)}" for label, value in _labels(options).items())]
     if objective:
         parts.append(objective)
     parts += ["+".join(s.strip() for s in sources.split(",") if s.strip()), f"s{seed}"]
@@ -135,12 +149,12 @@ def debias_system_name(system: str, variant: str) -> str:
 
 def wise_ft_run_name(train_run: str, lam: float) -> str:
     """``wise-l0.5-train-me5-small-q4-mono-mlqa-r-s0``: WiSE-FT of one training run."""
-    return f"wise-l{alpha_text(lam)}-{train_run}"
+    return f"wise-l{number_text(lam)}-{train_run}"
 
 
 def wise_ft_system_name(system: str, lam: float) -> str:
     """``mono WiSE-FT 0.5``: a trained system interpolated towards the zero-shot backbone."""
-    return f"{system} WiSE-FT {alpha_text(lam)}"
+    return f"{system} WiSE-FT {number_text(lam)}"
 
 
 def soup_run_name(backbone: str, samplers, sources: str, seed: int, tag: str = "") -> str:

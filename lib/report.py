@@ -30,7 +30,7 @@ from lib.io import run_dir, save_figure, write_json, write_provenance, write_tex
 from lib.parameters import param, parse_command_line
 from lib.report_curves import alpha_table, budget_table, curve_figures
 from lib.report_plots import metric_figure, significance_figure
-from lib.report_tables import (dataset_tables, format_mean_std, load_reference, paper_side_by_side, seed_summary,
+from lib.report_tables import (page_tables, dataset_tables, format_mean_std, load_reference, paper_side_by_side, seed_summary,
                                significance_table, split_datasets)
 from lib.retrieval import SETTINGS
 from lib.significance import holm
@@ -281,10 +281,13 @@ def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     frame = frame.copy()
     if isinstance(frame.columns, pd.MultiIndex):
         frame.columns = [" ".join(str(c) for c in column if c) for column in frame.columns]
+    keys = 1
     if isinstance(frame.index, pd.MultiIndex) or frame.index.name:
+        keys = frame.index.nlevels
         frame = frame.reset_index()
-        return frame.to_markdown(index=False, floatfmt=f".{digits}f") + "\n"
-    return frame.to_markdown(index=isinstance(frame.index, pd.RangeIndex) is False, floatfmt=f".{digits}f") + "\n"
+    elif not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index().rename(columns={"index": ""})
+    return "\n\n".join(page_tables(frame, keys=keys, digits=digits)) + "\n"      # each table fits a page
 
 
 SIGNIFICANCE_COLUMNS = ["backbone", "train_sources", "dataset", "setting", "metric", "a", "b", "mean_a", "mean_b",

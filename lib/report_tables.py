@@ -161,3 +161,26 @@ def dataset_tables(results: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict
         captions[title] = DATASET_CAPTION.format(dataset=dataset, metrics=", ".join(metrics))
         summaries.append(summary)
     return tables, captions, summaries
+
+
+PAGE_WIDTH = 110        # characters of a markdown table line that fit a page (A4, 9 pt monospace)
+
+
+def page_tables(frame: pd.DataFrame, keys: int = 1, width: int = PAGE_WIDTH, digits: int = 3) -> list[str]:
+    """``frame`` (columns already flat, index reset) as markdown tables that each fit ``width``
+    characters: the first ``keys`` columns (what a row is) repeated in every table, the other
+    columns filled into each table in order until the next would make it too wide.
+
+        page_tables(wide_summary, keys=3)   # ["| backbone | ... | xquad-r mono map | ...", "| backbone | ... "]
+    """
+    def render(columns):
+        return frame[columns].to_markdown(index=False, floatfmt=f".{digits}f")
+
+    key_columns, chunks, current = list(frame.columns[:keys]), [], []
+    for column in frame.columns[keys:]:
+        if current and max(map(len, render(key_columns + current + [column]).splitlines())) > width:
+            chunks.append(current)
+            current = []
+        current.append(column)
+    chunks.append(current)
+    return [render(key_columns + chunk) for chunk in chunks]

@@ -74,6 +74,8 @@ class TrainConfig:
     data_dir: str = param("", "LAReQA folder; empty: LAREQA_DIR or the download cache")
     sampler: str = param("hybrid", "en | xx | mono | cross | hybrid (lib.sampling)", section="batches")
     alpha: float = param(0.5, "hybrid: probability that a batch is monolingual")
+    sampler_options: str = param("", "options of the sampler other than alpha, as key=value[,key=value] "
+                                 "(each sampler class declares its own: docs/samplers.md)")
     source_temperature: float = param(1.0, "source of a batch ~ size ** (1 / T)")
     batch_size: int = param(32, "pairs per contrastive batch (over all processes)", smoke=8)
     hard_negatives: bool = param(True, "add each pair's hard negative to the candidates")
@@ -146,6 +148,7 @@ class TrainConfig:
             check_range("validation_fraction", self.validation_fraction, low=0, high=1, high_open=True)
         except ParameterError as error:
             raise TrainError(str(error)) from None
+        self._check_sampler_options()
         default_alpha = next(f.default for f in dataclasses.fields(self) if f.name == "alpha")
         if self.sampler != "hybrid" and self.alpha != default_alpha:
             raise TrainError(f"alpha={self.alpha} has no effect with sampler {self.sampler!r} (only 'hybrid' "
@@ -178,6 +181,24 @@ class TrainConfig:
                    "objective=contrastive+distill")
             raise TrainError(f"{', '.join(unused)} has no effect with objective {self.objective!r}; {fix}")
 
+    def _check_sampler_options(self) -> None:
+        """The options the sampler declares (``lib.sampling``): in range, none it does not declare."""
+        from lib.sampling import SAMPLERS, SamplingError, check_sampler_options, options_for, parse_sampler_options
+
+        if self.sampler not in SAMPLERS:
+            return                         # resolved() names the registered samplers
+        try:
+            check_sampler_options(self.sampler, parse_sampler_options(self.sampler_options))
+            options_for(self.sampler, dataclasses.asdict(self))
+        except SamplingError as error:
+            raise TrainError(f"sampler {self.sampler!r}: {error}") from None
+
+    def sampler_labels(self) -> dict[str, float]:
+        """The sampler's options as run names show them (``{"a": 0.5}`` for hybrid; lib.sampling)."""
+        from lib.sampling import option_labels, options_for
+
+        return option_labels(self.sampler, options_for(self.sampler, dataclasses.asdict(self)))
+
     def resolved(self) -> "TrainConfig":
         """A copy with ``run``, ``device``, ``precision``, ``dropout_masks`` and ``freeze_embeddings``
         decided, and checked."""
@@ -185,10 +206,13 @@ class TrainConfig:
         from lib.sampling import NEGATIVE_LANGUAGES, SAMPLERS
 
         config = dataclasses.replace(self)
+        for name in ("sampler", "validation_sampler"):
+            if getattr(config, name) not in SAMPLERS:
+                raise TrainError(f"{name} {getattr(config, name)!r}: expected one of {', '.join(SAMPLERS)}")
         config.check()
         get_backbone(config.backbone)  # an unknown name or a folder without a model: before any loading
         if not config.run:
-            config.run = train_run_name(Path(config.backbone).name, config.sampler, config.alpha,
+            config.run = train_run_name(Path(config.backbone).name, config.sampler, config.sampler_labels(),
                                         config.train_sources, config.seed,
                                         objective=objective_text(config.objective, config.distill_target,
                                                                  config.distill_target_centering,
@@ -210,9 +234,6 @@ class TrainConfig:
             config.freeze_embeddings = not on_gpu
         if not isinstance(config.freeze_embeddings, bool):
             raise TrainError(f"freeze_embeddings {config.freeze_embeddings!r}: expected true, false or 'auto'")
-        for name in ("sampler", "validation_sampler"):
-            if getattr(config, name) not in SAMPLERS:
-                raise TrainError(f"{name} {getattr(config, name)!r}: expected one of {SAMPLERS}")
         _check_validation_source(config)
         if config.distill_teacher:
             try:

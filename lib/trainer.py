@@ -84,7 +84,7 @@ from lib.gradcache import step_loss_backward
 from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss, TrainingObjective
 from lib.model_card import attach_card_data, training_card_data
-from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size
+from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size, options_for
 from lib.sources import load_source_groups
 from lib.tracking import Tracker, open_tracker
 from lib.training_data import split_by_qid
@@ -298,8 +298,8 @@ def _set_up_batches(run: _Run) -> None:
     sampler_options = dict(seed=config.seed, source_temperature=config.source_temperature,
                            languages=config.language_list())
     try:
-        run.sampler = build_sampler(config.sampler, train_groups, config.batch_size, alpha=config.alpha,
-                                    **sampler_options)
+        run.sampler = build_sampler(config.sampler, train_groups, config.batch_size, **sampler_options,
+                                    **options_for(config.sampler, asdict(config)))
     except SamplingError as error:
         raise TrainError(f"training batches: {error}") from None
     dataset = PairDataset(train_groups, collator.hard_negatives, config.negative_language, config.seed)
@@ -375,10 +375,12 @@ def _resume(run: _Run) -> None:
 def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path,
                        defaults: dict[str, Any] | None = None) -> None:
     """Refuse a checkpoint of another configuration; a field the checkpoint predates counts as its
-    ``defaults`` value (an older checkpoint without ``objective`` was contrastive)."""
+    ``defaults`` value (an older checkpoint without ``objective`` was contrastive), or as no
+    difference at an empty default (``sampler_options``)."""
     defaults = defaults or {}
     different = {key: (saved.get(key, defaults.get(key)), value) for key, value in current.items()
-                 if key not in RESUME_MAY_DIFFER and saved.get(key, defaults.get(key)) != value}
+                 if key not in RESUME_MAY_DIFFER and (key in saved or key in defaults or value not in ("", None))
+                 and saved.get(key, defaults.get(key)) != value}
     if different:
         detail = "; ".join(f"{key}: checkpoint {old!r}, now {new!r}" for key, (old, new) in different.items())
         raise TrainError(

@@ -40,7 +40,7 @@ def test_budgets_make_one_training_per_budget_with_its_steps_and_names(tmp_path)
     assert steps["train-tiny-mono-mlqa-r-s0-b4"] == 4
     cells = expand_cells(grid)
     systems = {c.system for c in cells}
-    assert {"mono @4", "hybrid a=0.5 @16", "hybrid a=0.5 WiSE-FT 0.5 @4", "soup mono+hybrid @16"} <= systems
+    assert {"mono @4", "hybrid a=0.5 @16", "hybrid a=0.5 @4 WiSE-FT 0.5", "soup mono+hybrid @16"} <= systems
     soups = [c for c in cells if c.method == "soup"]
     assert len(soups) == 4                                              # per seed and budget, never across
     assert all(len({m.rsplit("-", 1)[1] for m in c.merged}) == 1 for c in soups)

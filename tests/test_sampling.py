@@ -73,6 +73,22 @@ def test_build_sampler_returns_the_named_class(groups):
         sampler = build_sampler(name, groups, batch_size=8)
         assert type(sampler) is cls and sampler.name == name
         assert "sampler =" in cls.__doc__  # each class states its rule and shows its usage
+        # one call builds every sampler (02_sampling): an option another sampler declares is ignored
+        assert type(build_sampler(name, groups, batch_size=8, alpha=0.3)) is cls
+    assert build_sampler("hybrid", groups, 8, alpha=0.3).alpha == 0.3
+    with pytest.raises(SamplingError, match="sampler 'mono' has no option 'gamma' \\(its options: none\\)"):
+        build_sampler("mono", groups, 8, gamma=1.0)
+
+
+def test_every_sampler_documents_its_arguments_returns_references_and_an_example():
+    for name in ("en", "xx", "mono", "cross", "hybrid"):
+        doc = build_sampler.__globals__["SAMPLER_CLASSES"][name].__doc__
+        for section in ("Args:", "Returns:", "References:", "Example::"):
+            assert section in doc, (name, section)
+        assert "2408.10536" in doc or "2004.05484" in doc             # the paper that defines the rule
+    from lib.sampling import HybridBatchSampler as hybrid
+
+    assert "alpha" in hybrid.params and hybrid.params["alpha"].help   # its option, with help text
 
 
 def test_errors_name_the_input_and_the_fix(groups):
