@@ -54,6 +54,8 @@ class Backbone:
     max_query_length: int = 64
     max_passage_length: int = 128
     description: str = ""
+    license: str = ""                  # hub licence id (mit, apache-2.0): a trained model's card inherits it
+    citation: str = ""                 # BibTeX of the backbone, cited by a trained model's card
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

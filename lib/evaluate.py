@@ -29,7 +29,8 @@ from lib.naming import debias_run_name
 from lib.metrics import per_query_metrics, summarise, summary_table
 from lib.model_card import update_card_metrics
 from lib.parameters import param, parse_command_line
-from lib.results import EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, write_evaluation
+from lib.results import (EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, request_subset,
+                         write_evaluation)
 from lib.retrieval import SETTINGS, lareqa_ranks, score_lareqa
 from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
 from lib.validation import ParameterError, check_range, coerce
@@ -186,7 +187,7 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     evaluation.timings["total_s"] = time.perf_counter() - started
     path = write_evaluation(run_dir(run), evaluation, config)
     if Path(backbone).is_dir():  # a trained model folder: its model card gains this evaluation's metrics
-        update_card_metrics(backbone, dataset, run, evaluation.summary)
+        update_card_metrics(backbone, dataset, run, evaluation.summary, subset=request_subset(request))
     return evaluation, path
 
 

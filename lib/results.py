@@ -100,6 +100,17 @@ class EvaluationRequest:
     run_depth: int = 100                  # LAReQA: TREC run files with the top run_depth (0 = none)
 
 
+def request_subset(request: EvaluationRequest) -> str:
+    """``"full"``, or what of the dataset a request evaluates ("40 questions per language; languages
+    de,en"): model cards list a subset's metrics apart (``lib.model_card``)."""
+    parts = []
+    if request.max_questions is not None:
+        parts.append(f"{request.max_questions} questions per language")
+    if request.languages:
+        parts.append("languages " + ",".join(request.languages))
+    return "; ".join(parts) or "full"
+
+
 # evaluate(model, request) -> (evaluation, the dataset's entries of config.json in order, "index" among them)
 EvaluateFn = Callable[[Any, EvaluationRequest], "tuple[Evaluation, dict[str, Any]]"]
 
