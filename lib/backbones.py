@@ -155,7 +155,7 @@ def apply_encoding_settings(model, backbone: Backbone) -> None:
     ``sentence_bert_config.json``) and ``max_seq_length`` = the passage length (plain ``encode``)."""
     model.prompts = sentence_transformers_prompts(backbone.query_prefix, backbone.passage_prefix)
     model.default_prompt_name = None
-    first = model[0]
+    first = model[0] if hasattr(model, "__getitem__") and len(model) else None  # None: a stand-in without modules
     if hasattr(first, "query_length") and hasattr(first, "document_length"):
         first.query_length, first.document_length = backbone.max_query_length, backbone.max_passage_length
     model.max_seq_length = backbone.max_passage_length
