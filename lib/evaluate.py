@@ -26,19 +26,38 @@ from lib.encode import encode
 from lib.hardware import resolve_precision
 from lib.io import run_dir
 from lib.naming import debias_run_name
-from lib.metrics import per_query_metrics, summarise, summary_table
+from lib.metrics import METRICS_BY_SETTING, per_query_metrics, summarise, summary_table
 from lib.model_card import update_card_metrics
 from lib.parameters import param, parse_command_line
-from lib.results import (EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, request_subset,
-                         write_evaluation)
+from lib.results import (EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, metric_key, parse_metric_key,
+                         register_evaluator, request_subset, write_evaluation)
 from lib.retrieval import SETTINGS, lareqa_ranks, score_lareqa
 from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
 from lib.validation import ParameterError, check_range, coerce
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
 # what a grid's report reads of each LAReQA run (lib.gather); its tables, tests and verdict are lib.report's
+# (by their report labels, the pre-scheme keys "<setting> <metric>"; lib.results keys them {dataset}_<setting>_<metric>)
 LAREQA_REPORT_METRICS = ("mono map", "cross map", "multi map", "mono map@20", "cross map@20", "multi map@20",
                          "mono recall@1", "cross recall@1", "multi recall@10", "multi rank_distance")
+LAREQA_PRIMARY_METRIC = "{dataset}_multi_map"     # LAReQA's headline: mAP over the multilingual pool
+
+
+def lareqa_key(dataset: str, label: str) -> str:
+    """``"mono map@20"`` of ``dataset`` -> ``xquad-r_mono_map@20`` (``lib.results`` key scheme)."""
+    setting, metric = label.split(" ", 1)
+    return metric_key(dataset, setting, metric)
+
+
+def lareqa_legacy_key(key: str) -> str:
+    """``xquad-r_mono_map@20`` -> ``"mono map@20"``, its name before the key scheme (and report label)."""
+    _, setting, metric = parse_metric_key(key)
+    return f"{setting} {metric}"
+
+
+def lareqa_summary_keys(dataset: str) -> list[str]:
+    return [metric_key(dataset, setting, metric) for setting, metrics in METRICS_BY_SETTING.items()
+            for metric in metrics]
 
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
@@ -100,7 +119,8 @@ def _score(dataset: RetrievalDataset, questions, candidates, settings, top_k: in
         timings["run_files_s"] = time.perf_counter() - start
     per_query = per_query_metrics(ranks)
     means = summarise(per_query)
-    summary = summary_table(means["macro"]).iloc[0].to_dict()
+    summary = {lareqa_key(dataset.name, label): value
+               for label, value in summary_table(means["macro"]).iloc[0].to_dict().items()}
     return Evaluation(summary, means["per_language"], means["per_pair"], per_query, ranks, timings, tables,
                       run_files)
 
@@ -109,7 +129,9 @@ def _lareqa_run_suffix(request: EvaluationRequest) -> str:
     return "" if request.candidate_context == "sentence" else f"-{request.candidate_context}"
 
 
-@register_evaluator(*LAREQA_DATASETS, run_suffix=_lareqa_run_suffix, report_metrics=LAREQA_REPORT_METRICS)
+@register_evaluator(*LAREQA_DATASETS, run_suffix=_lareqa_run_suffix,
+                    report_metrics=tuple("{dataset}_" + label.replace(" ", "_", 1) for label in LAREQA_REPORT_METRICS),
+                    primary_metric=LAREQA_PRIMARY_METRIC, summary_keys=lareqa_summary_keys, legacy_key=lareqa_legacy_key)
 def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict[str, Any]]:
     data = load_lareqa(request.dataset, languages=request.languages, candidate_context=request.candidate_context,
                        data_dir=request.data_dir, max_questions=request.max_questions)

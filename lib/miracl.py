@@ -24,7 +24,10 @@ judged), per language, then mean and median over languages (the paper reports 15
 
     evaluation = evaluate_miracl(model, ["sw", "te"], index="flat")
     evaluation.per_language[["ndcg@10", "recall@100"]]
-    evaluation.summary["ndcg@10_mean"]
+    evaluation.summary["miracl_mean_ndcg@10"]
+
+Summary keys (``lib.results``' scheme): ``miracl_{mean,median}_{ndcg@10,recall@100}`` over
+languages and ``miracl_all_n_languages``; the primary metric is ``miracl_mean_ndcg@10``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ from lib.data import DataError
 from lib.encode import encode, model_identity
 from lib.indexes import INDEX_TYPES, IndexParams, build_index, rerank as rerank_exact, search
 from lib.io import cache_dir, fingerprint, outputs_dir, run_dir, write_text
-from lib.results import Evaluation, EvaluationRequest, register_evaluator, write_evaluation
+from lib.results import (Evaluation, EvaluationRequest, metric_key, parse_metric_key, register_evaluator,
+                         write_evaluation)
 
 MIRACL_REPO = "miracl/miracl"
 MIRACL_REVISION = "5be20db9509754dadad47689368639fcec739c00"
@@ -223,13 +227,30 @@ def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
     return {METRIC_NAMES[str(m)]: float(v) for m, v in aggregate.items()}, per_query
 
 
+AGGREGATES = ("mean", "median")
+COUNT_KEY = "miracl_all_n_languages"
+
+
+def miracl_summary_keys(dataset: str = "miracl") -> list[str]:
+    return [COUNT_KEY] + [metric_key("miracl", aggregate, metric) for aggregate in AGGREGATES
+                          for metric in METRIC_NAMES.values()]
+
+
+def miracl_legacy_key(key: str) -> str:
+    """``miracl_mean_ndcg@10`` -> ``ndcg@10_mean`` (before the key scheme)."""
+    if key == COUNT_KEY:
+        return "n_languages"
+    _, aggregate, metric = parse_metric_key(key)
+    return f"{metric}_{aggregate}"
+
+
 def summarise_languages(per_language: pd.DataFrame) -> dict[str, float]:
-    """Mean and median of each metric over languages."""
-    summary: dict[str, float] = {"n_languages": float(len(per_language))}
+    """Mean and median of each metric over languages (``miracl_{mean,median}_{metric}``)."""
+    summary: dict[str, float] = {COUNT_KEY: float(len(per_language))}
     for metric in METRIC_NAMES.values():
         values = per_language[metric].tolist()
-        summary[f"{metric}_mean"] = float(statistics.fmean(values))
-        summary[f"{metric}_median"] = float(statistics.median(values))
+        summary[metric_key("miracl", "mean", metric)] = float(statistics.fmean(values))
+        summary[metric_key("miracl", "median", metric)] = float(statistics.median(values))
     return summary
 
 
@@ -240,8 +261,8 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
                     rerank: int | None = None, store_dtype: str = "float32") -> Evaluation:
     """Dense retrieval on MIRACL per language -> ``lib.results.Evaluation``.
 
-    ``summary``: ``ndcg@10_{mean,median}``, ``recall@100_{mean,median}`` over languages and
-    ``n_languages``; ``per_language``: one row per language (queries, passages, both metrics,
+    ``summary``: ``miracl_{mean,median}_{ndcg@10,recall@100}`` over languages and
+    ``miracl_all_n_languages``; ``per_language``: one row per language (queries, passages, both metrics,
     index type and build times); ``per_query``: ``lang, qid, ndcg@10, recall@100``. Corpus
     embeddings persist in resumable shards under ``work_dir`` (default
     ``outputs/cache/miracl/<backbone>-<key>/<lang>``), so a killed run resumes where it stopped.
@@ -302,10 +323,11 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
 
 
 # what a grid's report shows of each run (lib.gather, lib.report), the paper's two metrics first
-REPORT_METRICS = ("ndcg@10_mean", "recall@100_mean", "ndcg@10_median", "recall@100_median")
+REPORT_METRICS = ("miracl_mean_ndcg@10", "miracl_mean_recall@100", "miracl_median_ndcg@10", "miracl_median_recall@100")
 
 
-@register_evaluator("miracl", report_metrics=REPORT_METRICS)
+@register_evaluator("miracl", report_metrics=REPORT_METRICS, primary_metric=REPORT_METRICS[0],
+                    summary_keys=miracl_summary_keys, legacy_key=miracl_legacy_key)
 def _evaluate_miracl_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
     """``lib.evaluate.run_evaluation``'s MIRACL: the paper's 15 languages unless ``languages``."""
     evaluation = evaluate_miracl(model, request.languages or PAPER_LANGUAGES, data_dir=request.data_dir,

@@ -33,7 +33,11 @@ sorted by length, in resumable shards (``lib.corpus.encode_corpus``).
 
     evaluation = evaluate_tatoeba(model, languages=["deu", "fra"], data_dir="shared/data/tatoeba/v1")
     evaluation.per_language[["acc_xx_to_eng", "acc_eng_to_xx"]]
-    evaluation.summary["tatoeba_xtreme_r_xx_to_eng"]
+    evaluation.summary["tatoeba_xtreme-r-xx2eng_accuracy"]
+
+Summary keys (``lib.results``' scheme): ``tatoeba_{set}-{direction}_accuracy`` for the sets all,
+xtreme, xtreme-r, xquad-r and the directions xx2eng, eng2xx and mean (of the two), and
+``tatoeba_{set}_n_languages``; the primary metric is XTREME-R's ``tatoeba_xtreme-r-xx2eng_accuracy``.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ from lib.corpus import encode_corpus
 from lib.data import DataError
 from lib.encode import model_identity
 from lib.io import atomic_path, cache_dir, fingerprint, outputs_dir, run_dir, sha256_file, write_text
-from lib.results import Evaluation, EvaluationRequest, register_evaluator, write_evaluation
+from lib.results import (Evaluation, EvaluationRequest, metric_key, parse_metric_key, register_evaluator,
+                         write_evaluation)
 from lib.tatoeba_checksums import TATOEBA_SHA256
 
 TATOEBA_COMMIT = "74bc6ae7ffb7cba670fe0f428d0ede9f666fb821"
@@ -215,16 +220,42 @@ def retrieval_accuracy(sentence_embeddings: np.ndarray, english_embeddings: np.n
     return float(np.mean(similarity.argmax(axis=1) == gold)), float(np.mean(similarity.argmax(axis=0) == gold))
 
 
+DIRECTIONS = {"xx2eng": "xx_to_eng", "eng2xx": "eng_to_xx", "mean": "mean"}   # key part -> pre-scheme name
+
+
+def tatoeba_key(language_set: str, direction: str) -> str:
+    """``tatoeba_{set}-{direction}_accuracy`` (``"xtreme_r", "xx2eng"`` -> ``tatoeba_xtreme-r-xx2eng_accuracy``)."""
+    return metric_key("tatoeba", f"{language_set.replace('_', '-')}-{direction}", "accuracy")
+
+
+def tatoeba_count_key(language_set: str) -> str:
+    return metric_key("tatoeba", language_set.replace("_", "-"), "n_languages")
+
+
+def tatoeba_summary_keys(dataset: str = "tatoeba") -> list[str]:
+    return [key for name in LANGUAGE_SETS for key in
+            (tatoeba_count_key(name), *(tatoeba_key(name, direction) for direction in DIRECTIONS))]
+
+
+def tatoeba_legacy_key(key: str) -> str:
+    """``tatoeba_xtreme-r-xx2eng_accuracy`` -> ``tatoeba_xtreme_r_xx_to_eng`` (before the key scheme)."""
+    _, setting, metric = parse_metric_key(key)
+    if metric == "n_languages":
+        return f"tatoeba_{setting.replace('-', '_')}_n_languages"
+    language_set, _, direction = setting.rpartition("-")
+    return f"tatoeba_{language_set.replace('-', '_')}_{DIRECTIONS[direction]}"
+
+
 def set_averages(per_language: pd.DataFrame) -> dict[str, float]:
     """Mean accuracies over each language set, with how many of its languages were evaluated."""
     summary: dict[str, float] = {}
     for name, members in LANGUAGE_SETS.items():
         rows = per_language if members is None else per_language[per_language.index.isin(members)]
-        summary[f"tatoeba_{name}_n_languages"] = len(rows)
+        summary[tatoeba_count_key(name)] = len(rows)
         if len(rows):
-            summary[f"tatoeba_{name}_xx_to_eng"] = float(rows.acc_xx_to_eng.mean())
-            summary[f"tatoeba_{name}_eng_to_xx"] = float(rows.acc_eng_to_xx.mean())
-            summary[f"tatoeba_{name}_mean"] = float(rows[["acc_xx_to_eng", "acc_eng_to_xx"]].mean(axis=1).mean())
+            summary[tatoeba_key(name, "xx2eng")] = float(rows.acc_xx_to_eng.mean())
+            summary[tatoeba_key(name, "eng2xx")] = float(rows.acc_eng_to_xx.mean())
+            summary[tatoeba_key(name, "mean")] = float(rows[["acc_xx_to_eng", "acc_eng_to_xx"]].mean(axis=1).mean())
     return summary
 
 
@@ -233,7 +264,8 @@ def evaluate_tatoeba(model, languages: Iterable[str] | None = None, data_dir: st
                      shard_size: int = 4096, work_dir: str | os.PathLike | None = None) -> Evaluation:
     """Tatoeba accuracy in both directions for every requested language -> ``lib.results.Evaluation``.
 
-    ``summary`` holds ``tatoeba_{all,xtreme,xtreme_r,xquad_r}_{xx_to_eng,eng_to_xx,mean,n_languages}``;
+    ``summary`` holds ``tatoeba_{all,xtreme,xtreme-r,xquad-r}-{xx2eng,eng2xx,mean}_accuracy`` and
+    ``tatoeba_{set}_n_languages``;
     ``per_language`` one row per language (file code index): iso code, pairs, both accuracies,
     set membership and the sha256 of the two files read. Embeddings go to resumable shards under
     ``work_dir`` (default ``outputs/cache/tatoeba/<backbone>-<key>``).
@@ -274,11 +306,12 @@ def evaluate_tatoeba(model, languages: Iterable[str] | None = None, data_dir: st
 
 
 # what a grid's report shows of each run (lib.gather, lib.report): XTREME-R's set, then the others' means
-REPORT_METRICS = ("tatoeba_xtreme_r_xx_to_eng", "tatoeba_xtreme_r_eng_to_xx", "tatoeba_xquad_r_mean",
-                  "tatoeba_all_mean")
+REPORT_METRICS = ("tatoeba_xtreme-r-xx2eng_accuracy", "tatoeba_xtreme-r-eng2xx_accuracy", "tatoeba_xquad-r-mean_accuracy",
+                  "tatoeba_all-mean_accuracy")
 
 
-@register_evaluator("tatoeba", report_metrics=REPORT_METRICS)
+@register_evaluator("tatoeba", report_metrics=REPORT_METRICS, primary_metric=REPORT_METRICS[0],
+                    summary_keys=tatoeba_summary_keys, legacy_key=tatoeba_legacy_key)
 def _evaluate_tatoeba_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
     """``lib.evaluate.run_evaluation``'s Tatoeba: exact search, every available language unless ``languages``."""
     evaluation = evaluate_tatoeba(model, languages=request.languages, data_dir=request.data_dir,
