@@ -20,7 +20,7 @@ import lib.miracl  # noqa: F401  registers the miracl evaluator
 import lib.tatoeba  # noqa: F401  registers the tatoeba evaluator
 from lib.backbones import default_device, get_backbone, load_model
 from lib.bias import ALIGNMENT_FILE, NEIGHBOURS_FILE, multilingual_neighbours
-from lib.data import CANDIDATE_CONTEXTS, RetrievalDataset, load_lareqa
+from lib.data import CANDIDATE_CONTEXTS, LAREQA_SOURCES, RetrievalDataset, load_lareqa
 from lib.debias_evaluation import debias_statistics, debiased_embeddings, parse_variants
 from lib.encode import encode
 from lib.hardware import resolve_precision
@@ -136,6 +136,7 @@ def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluat
     data = load_lareqa(request.dataset, languages=request.languages, candidate_context=request.candidate_context,
                        data_dir=request.data_dir, max_questions=request.max_questions)
     config = {"candidate_context": request.candidate_context, "languages": data.languages,
+              "dataset_revision": f"google-research-datasets/lareqa@{LAREQA_SOURCES[request.dataset]['commit']}",
               "max_questions": request.max_questions, "n_questions": len(data.questions),
               "n_candidates": len(data.candidates),
               "run_files": (f"{TREC_FOLDER}/<setting>.run.gz (top {request.run_depth} per query) and "

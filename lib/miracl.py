@@ -54,6 +54,7 @@ from lib.data import DataError
 from lib.encode import encode, model_identity
 from lib.indexes import INDEX_TYPES, IndexParams, build_index, rerank as rerank_exact, search
 from lib.io import cache_dir, fingerprint, outputs_dir, run_dir, write_text
+from lib.run_files import scored_run
 from lib.results import (Evaluation, EvaluationRequest, metric_key, parse_metric_key, register_evaluator,
                          write_evaluation)
 
@@ -279,7 +280,7 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
         key = fingerprint(model_identity(model.backbone), corpus_revision, shard_size)
         work_dir = outputs_dir() / "cache" / "miracl" / f"{model.backbone.name}-{key}"
     timings: dict[str, float] = {}
-    rows, per_query_tables = [], []
+    rows, per_query_tables, run_files = [], [], []
     for lang in languages:
         topics, qrels = load_miracl_queries(lang, split, data_dir, revision)
         files = corpus_files(lang, data_dir, corpus_revision)
@@ -306,6 +307,7 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
         run = {qid: {docids[h]: float(s) for s, h in zip(scores[i], hits[i]) if h >= 0}
                for i, qid in enumerate(qids)}
         aggregate, per_query = score_run(qrels, run)
+        run_files.append(scored_run(lang, run, qrels))
         per_query.insert(0, "lang", lang)
         per_query_tables.append(per_query)
         rows.append({"lang": lang, "n_queries": len(qids), "n_judged_queries": len(qrels),
@@ -319,7 +321,7 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
         del built
     per_language = pd.DataFrame(rows).set_index("lang")
     return Evaluation(summarise_languages(per_language), per_language,
-                      per_query=pd.concat(per_query_tables, ignore_index=True), timings=timings)
+                      per_query=pd.concat(per_query_tables, ignore_index=True), timings=timings, run_files=run_files)
 
 
 # what a grid's report shows of each run (lib.gather, lib.report), the paper's two metrics first
@@ -332,7 +334,8 @@ def _evaluate_miracl_for_run(model, request: EvaluationRequest) -> tuple[Evaluat
     """``lib.evaluate.run_evaluation``'s MIRACL: the paper's 15 languages unless ``languages``."""
     evaluation = evaluate_miracl(model, request.languages or PAPER_LANGUAGES, data_dir=request.data_dir,
                                  index=request.index, batch_size=request.batch_size)
-    return evaluation, {"languages": request.languages, "index": request.index}
+    return evaluation, {"languages": request.languages, "dataset_revision": f"{MIRACL_REPO}@{MIRACL_REVISION}",
+                        "index": request.index}
 
 
 def main(argv: list[str] | None = None) -> None:

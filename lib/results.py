@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from lib.io import atomic_path, write_json, write_provenance
+from lib.mteb_results import write_mteb_result
 from lib.run_files import TrecRun, write_run_files
 
 
@@ -63,7 +64,8 @@ def _records(frame: pd.DataFrame | None):
 
 
 def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[str, Any]) -> Path:
-    """``config.json``, ``versions.json``, per-query tables, TREC run files and, last, ``metrics.json``
+    """``config.json``, ``versions.json``, per-query tables, TREC run files (tagged with the run's
+    name), the MTEB result file (``lib.mteb_results``) and, last, ``metrics.json``
     in a run folder (the run counts as complete only once its runner writes ``COMPLETE.json``,
     lib.completion).
 
@@ -78,7 +80,8 @@ def write_evaluation(run_path: str | Path, evaluation: Evaluation, config: dict[
             **{k: v for k, v in config.items() if k not in ("debias", "debias_runs")},
             "run": variant_run, "debias": variant.debias, "debias_of": config.get("run", run_path.name)})
     write_provenance(run_path, config)
-    write_run_files(run_path, evaluation.run_files)
+    write_run_files(run_path, evaluation.run_files, tag=config.get("run", run_path.name))
+    write_mteb_result(run_path, evaluation, config)
     frames = {"ranks.parquet": evaluation.ranks, "per_query.parquet": evaluation.per_query, **evaluation.tables}
     for name, frame in frames.items():
         if frame is not None:

@@ -60,6 +60,8 @@ from lib.cli import run_cli
 from lib.corpus import encode_corpus
 from lib.data import DataError
 from lib.encode import model_identity
+from lib.mteb_results import bitext_scores
+from lib.run_files import TATOEBA_RUN_DEPTH, aligned_runs
 from lib.io import atomic_path, cache_dir, fingerprint, outputs_dir, run_dir, sha256_file, write_text
 from lib.results import (Evaluation, EvaluationRequest, metric_key, parse_metric_key, register_evaluator,
                          write_evaluation)
@@ -261,14 +263,16 @@ def set_averages(per_language: pd.DataFrame) -> dict[str, float]:
 
 def evaluate_tatoeba(model, languages: Iterable[str] | None = None, data_dir: str | os.PathLike | None = None,
                      batch_size: int = 64, side: str = "query", verify: bool = True,
-                     shard_size: int = 4096, work_dir: str | os.PathLike | None = None) -> Evaluation:
+                     shard_size: int = 4096, work_dir: str | os.PathLike | None = None,
+                     run_depth: int = TATOEBA_RUN_DEPTH) -> Evaluation:
     """Tatoeba accuracy in both directions for every requested language -> ``lib.results.Evaluation``.
 
     ``summary`` holds ``tatoeba_{all,xtreme,xtreme-r,xquad-r}-{xx2eng,eng2xx,mean}_accuracy`` and
     ``tatoeba_{set}_n_languages``;
     ``per_language`` one row per language (file code index): iso code, pairs, both accuracies,
     set membership and the sha256 of the two files read. Embeddings go to resumable shards under
-    ``work_dir`` (default ``outputs/cache/tatoeba/<backbone>-<key>``).
+    ``work_dir`` (default ``outputs/cache/tatoeba/<backbone>-<key>``). ``run_files``: TREC runs
+    ``xx2eng`` / ``eng2xx`` with the top ``run_depth`` lines of every search (``lib.run_files``; 0: none).
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -288,21 +292,24 @@ def evaluate_tatoeba(model, languages: Iterable[str] | None = None, data_dir: st
     row_of = {text: row for row, text in enumerate(texts)}
 
     start = time.perf_counter()
-    rows = []
+    rows, aligned = [], {}
     for code, pair in pairs.items():
         xx = embeddings[[row_of[t] for t in pair.sentences]]
         en = embeddings[[row_of[t] for t in pair.english]]
+        aligned[code] = (xx, en)
         xx_to_eng, eng_to_xx = retrieval_accuracy(xx, en)
+        mteb = bitext_scores((xx @ en.T).argmax(axis=1))        # mteb's Tatoeba metrics, xx -> eng
         names = file_names(code)
         rows.append({
             "lang": code, "iso": pair.iso, "n_pairs": len(pair), "acc_xx_to_eng": xx_to_eng,
-            "acc_eng_to_xx": eng_to_xx, "in_xtreme": code in XTREME_TATOEBA,
+            "acc_eng_to_xx": eng_to_xx, **{f"mteb_{name}": mteb[name] for name in ("precision", "recall", "f1")}, "in_xtreme": code in XTREME_TATOEBA,
             "in_xtreme_r": code in XTREME_R_TATOEBA, "in_xquad_r": code in XQUAD_R_TATOEBA,
             "sha256_xx": pair.sha256[names[0]], "sha256_eng": pair.sha256[names[1]], "pinned": pair.pinned,
         })
     per_language = pd.DataFrame(rows).set_index("lang").sort_index()
     timings["search_s"] = time.perf_counter() - start
-    return Evaluation(set_averages(per_language), per_language, timings=timings)
+    run_files = aligned_runs(aligned, run_depth) if run_depth else []
+    return Evaluation(set_averages(per_language), per_language, timings=timings, run_files=run_files)
 
 
 # what a grid's report shows of each run (lib.gather, lib.report): XTREME-R's set, then the others' means
@@ -316,7 +323,9 @@ def _evaluate_tatoeba_for_run(model, request: EvaluationRequest) -> tuple[Evalua
     """``lib.evaluate.run_evaluation``'s Tatoeba: exact search, every available language unless ``languages``."""
     evaluation = evaluate_tatoeba(model, languages=request.languages, data_dir=request.data_dir,
                                   batch_size=request.batch_size)
-    return evaluation, {"languages": request.languages, "index": "exact (lib.tatoeba)"}
+    return evaluation, {"languages": request.languages,
+                        "dataset_revision": f"facebookresearch/LASER@{TATOEBA_COMMIT} data/tatoeba/v1",
+                        "index": "exact (lib.tatoeba)"}
 
 
 def summary_table(per_language: pd.DataFrame) -> pd.DataFrame:
