@@ -33,6 +33,7 @@ from lib.results import (EVALUATORS, Evaluation, EvaluationRequest, evaluator_fo
                          register_evaluator, request_subset, write_evaluation)
 from lib.retrieval import SETTINGS, lareqa_ranks, score_lareqa
 from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
+from lib.tracking import log_evaluation
 from lib.validation import ParameterError, check_range, coerce
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
@@ -211,6 +212,7 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     path = write_evaluation(run_dir(run), evaluation, config)
     if Path(backbone).is_dir():  # a trained model folder: its model card gains this evaluation's metrics
         update_card_metrics(backbone, dataset, run, evaluation.summary, subset=request_subset(request))
+        log_evaluation(backbone, evaluation.summary)   # into the training's tracker runs, if it had any
     return evaluation, path
 
 
