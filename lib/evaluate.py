@@ -210,9 +210,10 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
         config["debias_runs"] = {name: debias_run_name(run, name) for name in variants}
     evaluation.timings["total_s"] = time.perf_counter() - started
     path = write_evaluation(run_dir(run), evaluation, config)
-    if Path(backbone).is_dir():  # a trained model folder: its model card gains this evaluation's metrics
-        update_card_metrics(backbone, dataset, run, evaluation.summary, subset=request_subset(request))
-        log_evaluation(backbone, evaluation.summary)   # into the training's tracker runs, if it had any
+    if model.backbone.source == "path":  # a model folder (resolved from any working directory): its card
+        folder = model.backbone.path        # gains this evaluation's metrics, its training's trackers too
+        update_card_metrics(folder, dataset, run, evaluation.summary, subset=request_subset(request))
+        log_evaluation(folder, evaluation.summary)
     return evaluation, path
 
 
