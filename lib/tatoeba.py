@@ -322,7 +322,7 @@ REPORT_METRICS = ("tatoeba_xtreme-r-xx2eng_accuracy", "tatoeba_xtreme-r-eng2xx_a
 def _evaluate_tatoeba_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
     """``lib.evaluate.run_evaluation``'s Tatoeba: exact search, every available language unless ``languages``."""
     evaluation = evaluate_tatoeba(model, languages=request.languages, data_dir=request.data_dir,
-                                  batch_size=request.batch_size)
+                                  batch_size=request.batch_size, run_depth=min(request.run_depth, TATOEBA_RUN_DEPTH))
     return evaluation, {"languages": request.languages,
                         "dataset_revision": f"facebookresearch/LASER@{TATOEBA_COMMIT} data/tatoeba/v1",
                         "index": "exact (lib.tatoeba)"}
