@@ -141,8 +141,8 @@ def test_run_evaluation_of_a_trained_model_updates_its_card(model_dir, lareqa_di
     assert "eval-card" not in {r.metric_config for r in card.data.eval_results or []}   # a subset: not in the index
     entry = read_json(model_dir / METRICS_FILE)["eval-card"]
     assert entry["subset"] == "4 questions per language; languages de,en"
-    assert entry["summary"]["mono map"] == pytest.approx(evaluation.summary["mono map"])
-    assert f"| eval-card | xquad-r | 4 questions per language; languages de,en | mono map |" in card.text
+    assert entry["summary"]["xquad-r_mono_map"] == pytest.approx(evaluation.summary["xquad-r_mono_map"])
+    assert "| eval-card | xquad-r | 4 questions per language; languages de,en | xquad-r_mono_map |" in card.text
 
 
 # --------------------------------------------------------------------------------------------
