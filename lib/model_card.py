@@ -141,6 +141,11 @@ def _is_metric(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _metric_type(key: str) -> str:
+    """The metric of a summary key (``xquad-r_multi_map@20`` -> ``map@20``, lib.results' scheme)."""
+    return key.split("_", 2)[2] if key.count("_") >= 2 and " " not in key else key.replace(" ", "_")
+
+
 def _eval_results(results: dict[str, dict[str, Any]]) -> list[EvalResult]:
     """The model-index entries: every metric of every full evaluation, tagged with its dataset."""
     entries = []
@@ -149,9 +154,10 @@ def _eval_results(results: dict[str, dict[str, Any]]) -> list[EvalResult]:
             continue
         name, split = EVAL_DATASETS.get(entry["dataset"], (entry["dataset"], "test"))
         entries += [EvalResult(task_type="retrieval", dataset_type=entry["dataset"], dataset_name=name,
-                               dataset_split=split, metric_type=metric.replace(" ", "_"), metric_name=metric,
+                               dataset_split=split, metric_type=_metric_type(metric), metric_name=metric,
                                metric_value=float(value), metric_config=run)  # the evaluation run, outputs/<run>/
-                    for metric, value in entry["summary"].items() if _is_metric(value)]
+                    for metric, value in entry["summary"].items()
+                    if _is_metric(value) and not metric.endswith("n_languages")]   # counts are not scores
     return entries
 
 

@@ -76,6 +76,10 @@ def test_a_subset_evaluation_says_so_and_stays_out_of_the_model_index(model_dir)
     assert "| eval-subset | mlqa-r | 12 questions per language | mono map | 0.9000 |" in card.text
     assert "eval-subset" not in {r.metric_config for r in card.data.eval_results}
     assert "mlqa-r" not in {r.dataset_type for r in card.data.eval_results}
+    update_card_metrics(model_dir, "miracl", "eval-miracl", {"miracl_mean_ndcg@10": 0.6, "miracl_all_n_languages": 15})
+    entries = [r for r in ModelCard.load(model_dir / "README.md").data.eval_results if r.metric_config == "eval-miracl"]
+    assert {(r.metric_type, r.dataset_name, r.dataset_split) for r in entries} == {
+        ("ndcg@10", "MIRACL", "dev")}                                              # the count stays in the section
 
 
 def test_folder_without_card_is_left_alone(tmp_path):
