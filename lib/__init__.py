@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("training", ("distill", "trainer", "train", "weights", "weight_systems", "st_sampler")),
     ("retrieval", ("retrieval", "run_files", "debias", "corpus", "indexes")),
     ("scores", ("metrics", "bias", "significance")),
-    ("evaluation", ("results", "tatoeba", "miracl", "debias_evaluation", "evaluate")),
+    ("evaluation", ("mteb_results", "results", "tatoeba", "miracl", "debias_evaluation", "evaluate")),
     ("orchestration", ("notebooks", "progress", "scheduler", "downloads", "grid_systems", "grid_plan", "grid", "slurm")),
     ("report", ("gather", "systems_report", "report_tables", "report_plots", "report_curves", "report")),
 )

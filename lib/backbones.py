@@ -54,6 +54,8 @@ class Backbone:
     max_query_length: int = 64
     max_passage_length: int = 128
     description: str = ""
+    license: str = ""                  # hub licence id (mit, apache-2.0): a trained model's card inherits it
+    citation: str = ""                 # BibTeX of the backbone, cited by a trained model's card
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -134,9 +136,29 @@ def load_model(name_or_path: str, device: str | None = None):
         model = _from_transformer_dir(tiny_dir(seed=int(backbone.extra.get("seed", 0))), backbone, device)
     else:
         raise BackboneError(f"backbone {backbone.name}: unknown source {backbone.source!r}")
-    model.prompts = {"query": backbone.query_prefix, "passage": backbone.passage_prefix}
+    apply_encoding_settings(model, backbone)
     model.backbone = backbone
     return model
+
+
+def sentence_transformers_prompts(query_prefix: str, passage_prefix: str) -> dict[str, str]:
+    """The prompts a model carries: ``query`` (``encode_query``), ``document`` (``encode_document``,
+    which sentence-transformers 6 looks up before ``passage``: left out, it would be an empty
+    default prompt) and ``passage`` (``lib.encode``'s side name, ``encode(prompt_name="passage")``)."""
+    return {"query": query_prefix, "document": passage_prefix, "passage": passage_prefix}
+
+
+def apply_encoding_settings(model, backbone: Backbone) -> None:
+    """Give a ``SentenceTransformer`` the backbone's prompts and per-side lengths, so that its own
+    ``encode_query`` / ``encode_document`` embed as ``lib.encode`` does: the first module's
+    ``query_length`` / ``document_length`` (sentence-transformers' per-task truncation, saved in
+    ``sentence_bert_config.json``) and ``max_seq_length`` = the passage length (plain ``encode``)."""
+    model.prompts = sentence_transformers_prompts(backbone.query_prefix, backbone.passage_prefix)
+    model.default_prompt_name = None
+    first = model[0] if hasattr(model, "__getitem__") and len(model) else None  # None: a stand-in without modules
+    if hasattr(first, "query_length") and hasattr(first, "document_length"):
+        first.query_length, first.document_length = backbone.max_query_length, backbone.max_passage_length
+    model.max_seq_length = backbone.max_passage_length
 
 
 def _from_transformer_dir(directory: Path | str, backbone: Backbone, device: str, revision: str | None = None):

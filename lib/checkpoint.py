@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from transformers.utils import logging as transformers_logging
 
+from lib.backbones import Backbone, apply_encoding_settings
 from lib.io import atomic_path, write_json
 
 
@@ -145,11 +146,16 @@ def load_latest_readable_checkpoint(existing: list[Path], encoder, optimizer,
 
 
 def save_model(encoder, path: str | os.PathLike, settings: dict[str, Any], model_card: bool = False) -> Path:
-    """Write a SentenceTransformer folder (prompts = the prefixes; weights as ``model.safetensors``)
-    plus ``backbone.json``, atomically; ``model_card``: with sentence-transformers' ``README.md``
-    rendered from ``encoder.model_card_data`` (``lib.model_card``)."""
+    """Write a SentenceTransformer folder (weights as ``model.safetensors``) plus ``backbone.json``,
+    atomically; ``model_card``: with sentence-transformers' ``README.md`` rendered from
+    ``encoder.model_card_data`` (``lib.model_card``).
+
+    The folder carries the backbone's encoding (``lib.backbones.apply_encoding_settings``):
+    prompts ``query`` / ``document`` / ``passage`` and the query and passage lengths, so that
+    ``SentenceTransformer(path).encode_query`` / ``encode_document`` give ``lib.encode``'s embeddings."""
     path = Path(path)
-    encoder.prompts = {"query": settings["query_prefix"], "passage": settings["passage_prefix"]}
+    known = {k: v for k, v in settings.items() if k in Backbone.__dataclass_fields__}
+    apply_encoding_settings(encoder, Backbone(**known))
     bars = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()  # no "Writing model shards" bar at every save
     try:

@@ -22,11 +22,12 @@ from lib.hardware import autocast_dtype, device_type, resolve_precision
 from lib.io import atomic_path, fingerprint, outputs_dir
 
 SIDES = ("query", "passage")
+DESCRIPTIVE = ("license", "citation")   # backbone fields that do not change an embedding (not in cache keys)
 
 
 def model_identity(backbone) -> dict:
     """What determines a backbone's embeddings: its settings and, for folders, their weights' mtime."""
-    identity = backbone.as_dict()
+    identity = {key: value for key, value in backbone.as_dict().items() if key not in DESCRIPTIVE}
     if backbone.path:
         weights = sorted(Path(backbone.path).glob("**/*.safetensors"))
         identity["weights"] = [(str(w.relative_to(backbone.path)), w.stat().st_mtime_ns, w.stat().st_size)

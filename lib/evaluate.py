@@ -20,24 +20,45 @@ import lib.miracl  # noqa: F401  registers the miracl evaluator
 import lib.tatoeba  # noqa: F401  registers the tatoeba evaluator
 from lib.backbones import default_device, get_backbone, load_model
 from lib.bias import ALIGNMENT_FILE, NEIGHBOURS_FILE, multilingual_neighbours
-from lib.data import CANDIDATE_CONTEXTS, RetrievalDataset, load_lareqa
+from lib.data import CANDIDATE_CONTEXTS, LAREQA_SOURCES, RetrievalDataset, load_lareqa
 from lib.debias_evaluation import debias_statistics, debiased_embeddings, parse_variants
 from lib.encode import encode
 from lib.hardware import resolve_precision
 from lib.io import run_dir
 from lib.naming import debias_run_name
-from lib.metrics import per_query_metrics, summarise, summary_table
+from lib.metrics import METRICS_BY_SETTING, per_query_metrics, summarise, summary_table
 from lib.model_card import update_card_metrics
 from lib.parameters import param, parse_command_line
-from lib.results import EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, register_evaluator, write_evaluation
+from lib.results import (EVALUATORS, Evaluation, EvaluationRequest, evaluator_for, metric_key, parse_metric_key,
+                         register_evaluator, request_subset, write_evaluation)
 from lib.retrieval import SETTINGS, lareqa_ranks, score_lareqa
 from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
+from lib.tracking import log_evaluation
 from lib.validation import ParameterError, check_range, coerce
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
 # what a grid's report reads of each LAReQA run (lib.gather); its tables, tests and verdict are lib.report's
+# (by their report labels, the pre-scheme keys "<setting> <metric>"; lib.results keys them {dataset}_<setting>_<metric>)
 LAREQA_REPORT_METRICS = ("mono map", "cross map", "multi map", "mono map@20", "cross map@20", "multi map@20",
                          "mono recall@1", "cross recall@1", "multi recall@10", "multi rank_distance")
+LAREQA_PRIMARY_METRIC = "{dataset}_multi_map"     # LAReQA's headline: mAP over the multilingual pool
+
+
+def lareqa_key(dataset: str, label: str) -> str:
+    """``"mono map@20"`` of ``dataset`` -> ``xquad-r_mono_map@20`` (``lib.results`` key scheme)."""
+    setting, metric = label.split(" ", 1)
+    return metric_key(dataset, setting, metric)
+
+
+def lareqa_legacy_key(key: str) -> str:
+    """``xquad-r_mono_map@20`` -> ``"mono map@20"``, its name before the key scheme (and report label)."""
+    _, setting, metric = parse_metric_key(key)
+    return f"{setting} {metric}"
+
+
+def lareqa_summary_keys(dataset: str) -> list[str]:
+    return [metric_key(dataset, setting, metric) for setting, metrics in METRICS_BY_SETTING.items()
+            for metric in metrics]
 
 
 def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
@@ -99,7 +120,8 @@ def _score(dataset: RetrievalDataset, questions, candidates, settings, top_k: in
         timings["run_files_s"] = time.perf_counter() - start
     per_query = per_query_metrics(ranks)
     means = summarise(per_query)
-    summary = summary_table(means["macro"]).iloc[0].to_dict()
+    summary = {lareqa_key(dataset.name, label): value
+               for label, value in summary_table(means["macro"]).iloc[0].to_dict().items()}
     return Evaluation(summary, means["per_language"], means["per_pair"], per_query, ranks, timings, tables,
                       run_files)
 
@@ -108,11 +130,14 @@ def _lareqa_run_suffix(request: EvaluationRequest) -> str:
     return "" if request.candidate_context == "sentence" else f"-{request.candidate_context}"
 
 
-@register_evaluator(*LAREQA_DATASETS, run_suffix=_lareqa_run_suffix, report_metrics=LAREQA_REPORT_METRICS)
+@register_evaluator(*LAREQA_DATASETS, run_suffix=_lareqa_run_suffix,
+                    report_metrics=tuple("{dataset}_" + label.replace(" ", "_", 1) for label in LAREQA_REPORT_METRICS),
+                    primary_metric=LAREQA_PRIMARY_METRIC, summary_keys=lareqa_summary_keys, legacy_key=lareqa_legacy_key)
 def _evaluate_lareqa_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict[str, Any]]:
     data = load_lareqa(request.dataset, languages=request.languages, candidate_context=request.candidate_context,
                        data_dir=request.data_dir, max_questions=request.max_questions)
     config = {"candidate_context": request.candidate_context, "languages": data.languages,
+              "dataset_revision": f"google-research-datasets/lareqa@{LAREQA_SOURCES[request.dataset]['commit']}",
               "max_questions": request.max_questions, "n_questions": len(data.questions),
               "n_candidates": len(data.candidates),
               "run_files": (f"{TREC_FOLDER}/<setting>.run.gz (top {request.run_depth} per query) and "
@@ -185,8 +210,10 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
         config["debias_runs"] = {name: debias_run_name(run, name) for name in variants}
     evaluation.timings["total_s"] = time.perf_counter() - started
     path = write_evaluation(run_dir(run), evaluation, config)
-    if Path(backbone).is_dir():  # a trained model folder: its model card gains this evaluation's metrics
-        update_card_metrics(backbone, dataset, run, evaluation.summary)
+    if model.backbone.source == "path":  # a model folder (resolved from any working directory): its card
+        folder = model.backbone.path        # gains this evaluation's metrics, its training's trackers too
+        update_card_metrics(folder, dataset, run, evaluation.summary, subset=request_subset(request))
+        log_evaluation(folder, evaluation.summary)
     return evaluation, path
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from lib.bias import run_label
 from lib.completion import is_complete
 from lib.evaluate import LAREQA_REPORT_METRICS
-from lib.results import EVALUATORS
+from lib.results import EVALUATORS, read_summary, report_columns
 from lib.sources import source_languages
 from lib.grid_plan import ZERO_SHOT, Grid, cell_table
 from lib.io import outputs_dir, read_json
@@ -73,10 +73,18 @@ def evaluation_complete(run: str) -> bool:
 
 
 def summary_metrics(dataset: str | None) -> list[str]:
-    """The summary keys a report reads of one evaluation: its evaluator's ``report_metrics``
-    (``lib.results`` registry), LAReQA's for a run whose dataset is not registered."""
+    """The report columns of one evaluation's metrics: its evaluator's ``report_metrics`` by their
+    labels (``lib.results.report_columns``), LAReQA's for a run whose dataset is not registered."""
     evaluator = EVALUATORS.get(str(dataset))
-    return list(evaluator.report_metrics) if evaluator is not None else SUMMARY_METRICS
+    return list(report_columns(dataset).values()) if evaluator is not None else SUMMARY_METRICS
+
+
+def report_values(metrics: dict[str, Any], dataset: str | None) -> dict[str, Any]:
+    """Report label -> value of one ``metrics.json`` (either key scheme, ``lib.results.read_summary``)."""
+    if str(dataset) not in EVALUATORS:
+        return {label: (metrics.get("summary") or {}).get(label) for label in SUMMARY_METRICS}
+    summary = read_summary(metrics, dataset)
+    return {label: summary.get(key) for key, label in report_columns(dataset).items()}
 
 
 def _given(value) -> bool:
@@ -103,7 +111,7 @@ def grid_results(grid: Grid | None, extra_runs: Sequence[str] = ()) -> pd.DataFr
             row.update(n_questions=config.get("n_questions"), n_candidates=config.get("n_candidates"))
         if row["status"] == "complete":
             metrics = read_json(path)
-            row.update({k: metrics.get("summary", {}).get(k) for k in summary_metrics(row.get("dataset"))})
+            row.update(report_values(metrics, row.get("dataset")))
             row["eval_s"] = (metrics.get("timings") or {}).get("total_s")
         bias_run = row["bias_run"] if _given(row.get("bias_run")) else bias_run_name(row["eval_run"])
         bias_path = outputs_dir() / bias_run / "metrics.json"

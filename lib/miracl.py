@@ -24,7 +24,10 @@ judged), per language, then mean and median over languages (the paper reports 15
 
     evaluation = evaluate_miracl(model, ["sw", "te"], index="flat")
     evaluation.per_language[["ndcg@10", "recall@100"]]
-    evaluation.summary["ndcg@10_mean"]
+    evaluation.summary["miracl_mean_ndcg@10"]
+
+Summary keys (``lib.results``' scheme): ``miracl_{mean,median}_{ndcg@10,recall@100}`` over
+languages and ``miracl_all_n_languages``; the primary metric is ``miracl_mean_ndcg@10``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ from lib.data import DataError
 from lib.encode import encode, model_identity
 from lib.indexes import INDEX_TYPES, IndexParams, build_index, rerank as rerank_exact, search
 from lib.io import cache_dir, fingerprint, outputs_dir, run_dir, write_text
-from lib.results import Evaluation, EvaluationRequest, register_evaluator, write_evaluation
+from lib.run_files import scored_run
+from lib.results import (Evaluation, EvaluationRequest, metric_key, parse_metric_key, register_evaluator,
+                         write_evaluation)
 
 MIRACL_REPO = "miracl/miracl"
 MIRACL_REVISION = "5be20db9509754dadad47689368639fcec739c00"
@@ -223,13 +228,30 @@ def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
     return {METRIC_NAMES[str(m)]: float(v) for m, v in aggregate.items()}, per_query
 
 
+AGGREGATES = ("mean", "median")
+COUNT_KEY = "miracl_all_n_languages"
+
+
+def miracl_summary_keys(dataset: str = "miracl") -> list[str]:
+    return [COUNT_KEY] + [metric_key("miracl", aggregate, metric) for aggregate in AGGREGATES
+                          for metric in METRIC_NAMES.values()]
+
+
+def miracl_legacy_key(key: str) -> str:
+    """``miracl_mean_ndcg@10`` -> ``ndcg@10_mean`` (before the key scheme)."""
+    if key == COUNT_KEY:
+        return "n_languages"
+    _, aggregate, metric = parse_metric_key(key)
+    return f"{metric}_{aggregate}"
+
+
 def summarise_languages(per_language: pd.DataFrame) -> dict[str, float]:
-    """Mean and median of each metric over languages."""
-    summary: dict[str, float] = {"n_languages": float(len(per_language))}
+    """Mean and median of each metric over languages (``miracl_{mean,median}_{metric}``)."""
+    summary: dict[str, float] = {COUNT_KEY: float(len(per_language))}
     for metric in METRIC_NAMES.values():
         values = per_language[metric].tolist()
-        summary[f"{metric}_mean"] = float(statistics.fmean(values))
-        summary[f"{metric}_median"] = float(statistics.median(values))
+        summary[metric_key("miracl", "mean", metric)] = float(statistics.fmean(values))
+        summary[metric_key("miracl", "median", metric)] = float(statistics.median(values))
     return summary
 
 
@@ -240,8 +262,8 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
                     rerank: int | None = None, store_dtype: str = "float32") -> Evaluation:
     """Dense retrieval on MIRACL per language -> ``lib.results.Evaluation``.
 
-    ``summary``: ``ndcg@10_{mean,median}``, ``recall@100_{mean,median}`` over languages and
-    ``n_languages``; ``per_language``: one row per language (queries, passages, both metrics,
+    ``summary``: ``miracl_{mean,median}_{ndcg@10,recall@100}`` over languages and
+    ``miracl_all_n_languages``; ``per_language``: one row per language (queries, passages, both metrics,
     index type and build times); ``per_query``: ``lang, qid, ndcg@10, recall@100``. Corpus
     embeddings persist in resumable shards under ``work_dir`` (default
     ``outputs/cache/miracl/<backbone>-<key>/<lang>``), so a killed run resumes where it stopped.
@@ -258,7 +280,7 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
         key = fingerprint(model_identity(model.backbone), corpus_revision, shard_size)
         work_dir = outputs_dir() / "cache" / "miracl" / f"{model.backbone.name}-{key}"
     timings: dict[str, float] = {}
-    rows, per_query_tables = [], []
+    rows, per_query_tables, run_files = [], [], []
     for lang in languages:
         topics, qrels = load_miracl_queries(lang, split, data_dir, revision)
         files = corpus_files(lang, data_dir, corpus_revision)
@@ -285,6 +307,7 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
         run = {qid: {docids[h]: float(s) for s, h in zip(scores[i], hits[i]) if h >= 0}
                for i, qid in enumerate(qids)}
         aggregate, per_query = score_run(qrels, run)
+        run_files.append(scored_run(lang, run, qrels))
         per_query.insert(0, "lang", lang)
         per_query_tables.append(per_query)
         rows.append({"lang": lang, "n_queries": len(qids), "n_judged_queries": len(qrels),
@@ -298,19 +321,21 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
         del built
     per_language = pd.DataFrame(rows).set_index("lang")
     return Evaluation(summarise_languages(per_language), per_language,
-                      per_query=pd.concat(per_query_tables, ignore_index=True), timings=timings)
+                      per_query=pd.concat(per_query_tables, ignore_index=True), timings=timings, run_files=run_files)
 
 
 # what a grid's report shows of each run (lib.gather, lib.report), the paper's two metrics first
-REPORT_METRICS = ("ndcg@10_mean", "recall@100_mean", "ndcg@10_median", "recall@100_median")
+REPORT_METRICS = ("miracl_mean_ndcg@10", "miracl_mean_recall@100", "miracl_median_ndcg@10", "miracl_median_recall@100")
 
 
-@register_evaluator("miracl", report_metrics=REPORT_METRICS)
+@register_evaluator("miracl", report_metrics=REPORT_METRICS, primary_metric=REPORT_METRICS[0],
+                    summary_keys=miracl_summary_keys, legacy_key=miracl_legacy_key)
 def _evaluate_miracl_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
     """``lib.evaluate.run_evaluation``'s MIRACL: the paper's 15 languages unless ``languages``."""
     evaluation = evaluate_miracl(model, request.languages or PAPER_LANGUAGES, data_dir=request.data_dir,
                                  index=request.index, batch_size=request.batch_size)
-    return evaluation, {"languages": request.languages, "index": request.index}
+    return evaluation, {"languages": request.languages, "dataset_revision": f"{MIRACL_REPO}@{MIRACL_REVISION}",
+                        "index": request.index}
 
 
 def main(argv: list[str] | None = None) -> None:

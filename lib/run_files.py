@@ -1,4 +1,8 @@
-"""TREC run files and qrels of a LAReQA evaluation, so that any IR tool can recompute its metrics.
+"""TREC run files and qrels of every evaluation (LAReQA, MIRACL, Tatoeba), so that any IR tool can
+recompute its metrics; the run tag (last column) is the evaluation's run name (``outputs/<run>/``).
+MIRACL writes ``<lang>.run.gz`` / ``<lang>.qrels`` (its graded judgements as they are, the top 100
+of each query), Tatoeba ``xx2eng`` and ``eng2xx`` (query ``<code>/<line>``, documents
+``<code>.<side>/<line>``, the top ``TATOEBA_RUN_DEPTH``; line i translates line i); LAReQA:
 
 Each setting (mono, cross, multi) becomes two files in ``outputs/<run>/trec/``:
 
@@ -37,7 +41,8 @@ from lib.data import RetrievalDataset
 from lib.io import atomic_path
 
 RUN_DEPTH = 100
-RUN_TAG = "hybrid-batch"
+TATOEBA_RUN_DEPTH = 10
+RUN_TAG = "hybrid-batch"     # only when no run name is given
 TREC_FOLDER = "trec"
 
 
@@ -78,8 +83,9 @@ class TrecRun:
                     "query_id": np.repeat(query_ids, k), "q0": "Q0", "doc_id": self.doc_ids[top.ravel()],
                     "rank": np.tile(np.arange(1, k + 1), n), "score": scores.ravel(), "tag": tag,
                 }).to_csv(handle, sep=" ", header=False, index=False, float_format="%.9g")
+        qrels = self.qrels if "relevance" in self.qrels else self.qrels.assign(relevance=1)
         with atomic_path(qrels_path) as tmp:
-            self.qrels.assign(iteration=0, relevance=1)[["query_id", "iteration", "doc_id", "relevance"]].to_csv(
+            qrels.assign(iteration=0)[["query_id", "iteration", "doc_id", "relevance"]].to_csv(
                 tmp, sep=" ", header=False, index=False)
         return run_path, qrels_path
 
@@ -132,12 +138,47 @@ def lareqa_run_files(dataset: RetrievalDataset, question_embeddings: np.ndarray,
     return runs
 
 
-def write_run_files(run_path: str | Path, runs: list[TrecRun]) -> list[Path]:
-    """Every setting's run file and qrels under ``<run_path>/trec/``."""
+def write_run_files(run_path: str | Path, runs: list[TrecRun], tag: str = RUN_TAG) -> list[Path]:
+    """Every setting's run file and qrels under ``<run_path>/trec/``, tagged ``tag`` (the run name)."""
     written = []
     for run in runs:
-        written += run.write(Path(run_path) / TREC_FOLDER)
+        written += run.write(Path(run_path) / TREC_FOLDER, tag=tag)
     return written
+
+
+def scored_run(setting: str, run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> TrecRun:
+    """A ``TrecRun`` of ``{query_id: {doc_id: score}}`` and graded ``{query_id: {doc_id: relevance}}``
+    (MIRACL): each query's documents best first, ties by doc id."""
+    doc_ids = np.array(sorted({doc for docs in run.values() for doc in docs}), dtype=object)
+    row = {doc: i for i, doc in enumerate(doc_ids)}
+    trec = TrecRun(setting, doc_ids)
+    for query_id, docs in run.items():
+        ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
+        if ranked:
+            trec.blocks.append(([query_id], np.array([[row[d] for d, _ in ranked]]),
+                                np.array([[s for _, s in ranked]], dtype=np.float32)))
+    trec.qrels = pd.DataFrame([(q, d, r) for q, docs in qrels.items() for d, r in docs.items()],
+                              columns=["query_id", "doc_id", "relevance"])
+    return trec
+
+
+def aligned_runs(embeddings: dict[str, tuple[np.ndarray, np.ndarray]], depth: int = TATOEBA_RUN_DEPTH) -> list[TrecRun]:
+    """``xx2eng`` and ``eng2xx`` runs of aligned pairs (Tatoeba): ``embeddings[code] = (xx, eng)``,
+    row i of one translating row i of the other; the top ``depth`` of each side's lines."""
+    runs = []
+    for setting, (source, target) in {"xx2eng": ("xx", "eng"), "eng2xx": ("eng", "xx")}.items():
+        names, blocks, qrels, offset = [], [], [], 0
+        for code, pair in embeddings.items():
+            queries, documents = pair if setting == "xx2eng" else pair[::-1]
+            query_ids = [f"{code}/{i}" for i in range(len(queries))]
+            scores, top = _top_k(documents, queries, min(depth, len(documents)))
+            blocks.append((query_ids, top + offset, scores))
+            names += [f"{code}.{target}/{j}" for j in range(len(documents))]
+            qrels.append(pd.DataFrame({"query_id": query_ids,
+                                       "doc_id": [f"{code}.{target}/{i}" for i in range(len(queries))]}))
+            offset += len(documents)
+        runs.append(TrecRun(setting, np.array(names, dtype=object), blocks, pd.concat(qrels, ignore_index=True)))
+    return runs
 
 
 def macro_average(per_query: pd.DataFrame, value: str = "value") -> float:

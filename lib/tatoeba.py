@@ -33,7 +33,11 @@ sorted by length, in resumable shards (``lib.corpus.encode_corpus``).
 
     evaluation = evaluate_tatoeba(model, languages=["deu", "fra"], data_dir="shared/data/tatoeba/v1")
     evaluation.per_language[["acc_xx_to_eng", "acc_eng_to_xx"]]
-    evaluation.summary["tatoeba_xtreme_r_xx_to_eng"]
+    evaluation.summary["tatoeba_xtreme-r-xx2eng_accuracy"]
+
+Summary keys (``lib.results``' scheme): ``tatoeba_{set}-{direction}_accuracy`` for the sets all,
+xtreme, xtreme-r, xquad-r and the directions xx2eng, eng2xx and mean (of the two), and
+``tatoeba_{set}_n_languages``; the primary metric is XTREME-R's ``tatoeba_xtreme-r-xx2eng_accuracy``.
 """
 
 from __future__ import annotations
@@ -56,8 +60,11 @@ from lib.cli import run_cli
 from lib.corpus import encode_corpus
 from lib.data import DataError
 from lib.encode import model_identity
+from lib.mteb_results import bitext_scores
+from lib.run_files import TATOEBA_RUN_DEPTH, aligned_runs
 from lib.io import atomic_path, cache_dir, fingerprint, outputs_dir, run_dir, sha256_file, write_text
-from lib.results import Evaluation, EvaluationRequest, register_evaluator, write_evaluation
+from lib.results import (Evaluation, EvaluationRequest, metric_key, parse_metric_key, register_evaluator,
+                         write_evaluation)
 from lib.tatoeba_checksums import TATOEBA_SHA256
 
 TATOEBA_COMMIT = "74bc6ae7ffb7cba670fe0f428d0ede9f666fb821"
@@ -215,28 +222,57 @@ def retrieval_accuracy(sentence_embeddings: np.ndarray, english_embeddings: np.n
     return float(np.mean(similarity.argmax(axis=1) == gold)), float(np.mean(similarity.argmax(axis=0) == gold))
 
 
+DIRECTIONS = {"xx2eng": "xx_to_eng", "eng2xx": "eng_to_xx", "mean": "mean"}   # key part -> pre-scheme name
+
+
+def tatoeba_key(language_set: str, direction: str) -> str:
+    """``tatoeba_{set}-{direction}_accuracy`` (``"xtreme_r", "xx2eng"`` -> ``tatoeba_xtreme-r-xx2eng_accuracy``)."""
+    return metric_key("tatoeba", f"{language_set.replace('_', '-')}-{direction}", "accuracy")
+
+
+def tatoeba_count_key(language_set: str) -> str:
+    return metric_key("tatoeba", language_set.replace("_", "-"), "n_languages")
+
+
+def tatoeba_summary_keys(dataset: str = "tatoeba") -> list[str]:
+    return [key for name in LANGUAGE_SETS for key in
+            (tatoeba_count_key(name), *(tatoeba_key(name, direction) for direction in DIRECTIONS))]
+
+
+def tatoeba_legacy_key(key: str) -> str:
+    """``tatoeba_xtreme-r-xx2eng_accuracy`` -> ``tatoeba_xtreme_r_xx_to_eng`` (before the key scheme)."""
+    _, setting, metric = parse_metric_key(key)
+    if metric == "n_languages":
+        return f"tatoeba_{setting.replace('-', '_')}_n_languages"
+    language_set, _, direction = setting.rpartition("-")
+    return f"tatoeba_{language_set.replace('-', '_')}_{DIRECTIONS[direction]}"
+
+
 def set_averages(per_language: pd.DataFrame) -> dict[str, float]:
     """Mean accuracies over each language set, with how many of its languages were evaluated."""
     summary: dict[str, float] = {}
     for name, members in LANGUAGE_SETS.items():
         rows = per_language if members is None else per_language[per_language.index.isin(members)]
-        summary[f"tatoeba_{name}_n_languages"] = len(rows)
+        summary[tatoeba_count_key(name)] = len(rows)
         if len(rows):
-            summary[f"tatoeba_{name}_xx_to_eng"] = float(rows.acc_xx_to_eng.mean())
-            summary[f"tatoeba_{name}_eng_to_xx"] = float(rows.acc_eng_to_xx.mean())
-            summary[f"tatoeba_{name}_mean"] = float(rows[["acc_xx_to_eng", "acc_eng_to_xx"]].mean(axis=1).mean())
+            summary[tatoeba_key(name, "xx2eng")] = float(rows.acc_xx_to_eng.mean())
+            summary[tatoeba_key(name, "eng2xx")] = float(rows.acc_eng_to_xx.mean())
+            summary[tatoeba_key(name, "mean")] = float(rows[["acc_xx_to_eng", "acc_eng_to_xx"]].mean(axis=1).mean())
     return summary
 
 
 def evaluate_tatoeba(model, languages: Iterable[str] | None = None, data_dir: str | os.PathLike | None = None,
                      batch_size: int = 64, side: str = "query", verify: bool = True,
-                     shard_size: int = 4096, work_dir: str | os.PathLike | None = None) -> Evaluation:
+                     shard_size: int = 4096, work_dir: str | os.PathLike | None = None,
+                     run_depth: int = TATOEBA_RUN_DEPTH) -> Evaluation:
     """Tatoeba accuracy in both directions for every requested language -> ``lib.results.Evaluation``.
 
-    ``summary`` holds ``tatoeba_{all,xtreme,xtreme_r,xquad_r}_{xx_to_eng,eng_to_xx,mean,n_languages}``;
+    ``summary`` holds ``tatoeba_{all,xtreme,xtreme-r,xquad-r}-{xx2eng,eng2xx,mean}_accuracy`` and
+    ``tatoeba_{set}_n_languages``;
     ``per_language`` one row per language (file code index): iso code, pairs, both accuracies,
     set membership and the sha256 of the two files read. Embeddings go to resumable shards under
-    ``work_dir`` (default ``outputs/cache/tatoeba/<backbone>-<key>``).
+    ``work_dir`` (default ``outputs/cache/tatoeba/<backbone>-<key>``). ``run_files``: TREC runs
+    ``xx2eng`` / ``eng2xx`` with the top ``run_depth`` lines of every search (``lib.run_files``; 0: none).
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -256,34 +292,40 @@ def evaluate_tatoeba(model, languages: Iterable[str] | None = None, data_dir: st
     row_of = {text: row for row, text in enumerate(texts)}
 
     start = time.perf_counter()
-    rows = []
+    rows, aligned = [], {}
     for code, pair in pairs.items():
         xx = embeddings[[row_of[t] for t in pair.sentences]]
         en = embeddings[[row_of[t] for t in pair.english]]
+        aligned[code] = (xx, en)
         xx_to_eng, eng_to_xx = retrieval_accuracy(xx, en)
+        mteb = bitext_scores((xx @ en.T).argmax(axis=1))        # mteb's Tatoeba metrics, xx -> eng
         names = file_names(code)
         rows.append({
             "lang": code, "iso": pair.iso, "n_pairs": len(pair), "acc_xx_to_eng": xx_to_eng,
-            "acc_eng_to_xx": eng_to_xx, "in_xtreme": code in XTREME_TATOEBA,
+            "acc_eng_to_xx": eng_to_xx, **{f"mteb_{name}": mteb[name] for name in ("precision", "recall", "f1")}, "in_xtreme": code in XTREME_TATOEBA,
             "in_xtreme_r": code in XTREME_R_TATOEBA, "in_xquad_r": code in XQUAD_R_TATOEBA,
             "sha256_xx": pair.sha256[names[0]], "sha256_eng": pair.sha256[names[1]], "pinned": pair.pinned,
         })
     per_language = pd.DataFrame(rows).set_index("lang").sort_index()
     timings["search_s"] = time.perf_counter() - start
-    return Evaluation(set_averages(per_language), per_language, timings=timings)
+    run_files = aligned_runs(aligned, run_depth) if run_depth else []
+    return Evaluation(set_averages(per_language), per_language, timings=timings, run_files=run_files)
 
 
 # what a grid's report shows of each run (lib.gather, lib.report): XTREME-R's set, then the others' means
-REPORT_METRICS = ("tatoeba_xtreme_r_xx_to_eng", "tatoeba_xtreme_r_eng_to_xx", "tatoeba_xquad_r_mean",
-                  "tatoeba_all_mean")
+REPORT_METRICS = ("tatoeba_xtreme-r-xx2eng_accuracy", "tatoeba_xtreme-r-eng2xx_accuracy", "tatoeba_xquad-r-mean_accuracy",
+                  "tatoeba_all-mean_accuracy")
 
 
-@register_evaluator("tatoeba", report_metrics=REPORT_METRICS)
+@register_evaluator("tatoeba", report_metrics=REPORT_METRICS, primary_metric=REPORT_METRICS[0],
+                    summary_keys=tatoeba_summary_keys, legacy_key=tatoeba_legacy_key)
 def _evaluate_tatoeba_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
     """``lib.evaluate.run_evaluation``'s Tatoeba: exact search, every available language unless ``languages``."""
     evaluation = evaluate_tatoeba(model, languages=request.languages, data_dir=request.data_dir,
-                                  batch_size=request.batch_size)
-    return evaluation, {"languages": request.languages, "index": "exact (lib.tatoeba)"}
+                                  batch_size=request.batch_size, run_depth=min(request.run_depth, TATOEBA_RUN_DEPTH))
+    return evaluation, {"languages": request.languages,
+                        "dataset_revision": f"facebookresearch/LASER@{TATOEBA_COMMIT} data/tatoeba/v1",
+                        "index": "exact (lib.tatoeba)"}
 
 
 def summary_table(per_language: pd.DataFrame) -> pd.DataFrame:

@@ -46,7 +46,7 @@ from lib.trainer import TrainError, TrainResult, load_training_groups, run_train
 from lib.naming import objective_text, train_run_name
 from lib.sources import source_languages
 from lib.validation import ParameterError, check_range, coerce_fields
-from lib.tracking import REPORT_TO, wandb_module
+from lib.tracking import resolve_report_to, wandb_module
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -125,8 +125,9 @@ class TrainConfig:
     keep_checkpoints: int = param(2, "checkpoints kept (the latest ones)")
     run: str = param("", "outputs/<run>; empty: lib.naming.train_run_name (backbone, sampler, sources, seed)")
     resume: bool = param(True, "continue from the latest checkpoint of the run")
-    report_to: str = param("none", "none | tensorboard | wandb: also log loss, validation loss, learning rate "
-                           "and throughput there (lib.tracking)")
+    report_to: str = param("none", "none | all | tensorboard | wandb | mlflow, or several comma-separated: also log "
+                           "loss, validation loss, learning rate, throughput, the configuration and later "
+                           "evaluations there (lib.tracking)")
 
     def __post_init__(self) -> None:
         """Values as their fields declare (``"1e-4"`` from YAML -> 0.0001), or a TrainError naming the field."""
@@ -240,9 +241,11 @@ class TrainConfig:
                 get_backbone(config.distill_teacher)
             except BackboneError as error:
                 raise TrainError(f"distill_teacher: {error}") from None
-        if config.report_to not in REPORT_TO:
-            raise TrainError(f"report_to {config.report_to!r}: expected one of {REPORT_TO}")
-        if config.report_to == "wandb":
+        try:
+            backends = resolve_report_to(config.report_to)
+        except ValueError as error:
+            raise TrainError(str(error)) from None
+        if "wandb" in backends:
             wandb_module()  # fails now, with how to install it, rather than after the data is loaded
         if config.negative_language not in NEGATIVE_LANGUAGES:
             raise TrainError(f"negative_language {config.negative_language!r}: expected one of {NEGATIVE_LANGUAGES}")

@@ -19,8 +19,12 @@ def test_run_evaluation_writes_a_complete_run(lareqa_dir, tmp_path):
                  "trec/cross.run.gz", "trec/multi.qrels"):
         assert (path / name).is_file(), name
     metrics = json.loads((path / "metrics.json").read_text())
-    assert set(metrics["summary"]) >= {"mono map", "cross map", "multi map", "multi rank_distance",
-                                        "mono recall@1", "multi recall@10", "mono map@20"}
+    assert set(metrics["summary"]) >= {"mlqa-r_mono_map", "mlqa-r_cross_map", "mlqa-r_multi_map",
+                                        "mlqa-r_multi_rank_distance", "mlqa-r_mono_recall@1",
+                                        "mlqa-r_multi_recall@10", "mlqa-r_mono_map@20"}
+    assert metrics["primary_metric"] == "mlqa-r_multi_map"
+    assert metrics["greater_is_better"]["mlqa-r_multi_rank_distance"] is False
+    assert metrics["greater_is_better"]["mlqa-r_mono_map@20"] is True
     config = json.loads((path / "config.json").read_text())
     assert config["backbone_settings"]["query_prefix"] == "query: "
     assert config["candidate_context"] == "sentence"
@@ -34,7 +38,7 @@ def test_run_evaluation_writes_a_complete_run(lareqa_dir, tmp_path):
     multi = ranks.query("setting == 'multi'")
     assert multi.groupby(["query_lang", "qid"]).size().between(2, 4).all()
     for setting in ("mono", "cross", "multi"):
-        assert 0 < metrics["summary"][f"{setting} map"] <= 1
+        assert 0 < metrics["summary"][f"mlqa-r_{setting}_map"] <= 1
 
 
 def test_run_evaluation_dispatches_tatoeba(tmp_path):
@@ -45,7 +49,9 @@ def test_run_evaluation_dispatches_tatoeba(tmp_path):
         pytest.skip("TATOEBA_DIR is not set")
     evaluation, path = run_evaluation("tiny", "tatoeba", languages=["deu"], device="cpu", run="tt")
     metrics = json.loads((path / "metrics.json").read_text())
-    assert 0 <= metrics["summary"]["tatoeba_all_xx_to_eng"] <= 1
+    assert 0 <= metrics["summary"]["tatoeba_all-xx2eng_accuracy"] <= 1
+    assert metrics["primary_metric"] == "tatoeba_xtreme-r-xx2eng_accuracy"
+    assert metrics["greater_is_better"]["tatoeba_all_n_languages"] is None
     assert json.loads((path / "config.json").read_text())["dataset"] == "tatoeba"
 
 

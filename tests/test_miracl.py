@@ -163,8 +163,8 @@ def test_summarise_languages_gives_mean_and_median():
 
     table = pd.DataFrame({"ndcg@10": [0.2, 0.4, 0.9], "recall@100": [0.5, 0.6, 1.0]}, index=["a", "b", "c"])
     summary = summarise_languages(table)
-    assert summary["ndcg@10_mean"] == pytest.approx(0.5) and summary["ndcg@10_median"] == pytest.approx(0.4)
-    assert summary["recall@100_median"] == pytest.approx(0.6) and summary["n_languages"] == 3
+    assert summary["miracl_mean_ndcg@10"] == pytest.approx(0.5) and summary["miracl_median_ndcg@10"] == pytest.approx(0.4)
+    assert summary["miracl_median_recall@100"] == pytest.approx(0.6) and summary["miracl_all_n_languages"] == 3
 
 
 def bag_of_words(model, texts, side, batch_size=64, cache=True, show_progress_bar=True, precision="auto"):
@@ -186,7 +186,7 @@ def test_evaluate_miracl_end_to_end_with_an_oracle_encoder(monkeypatch, miracl_d
     assert list(table.index) == ["sw", "te"]
     assert table.loc["sw", "n_passages"] == 5 and table.loc["te", "n_queries"] == 1
     assert table["ndcg@10"].tolist() == [1.0, 1.0] and table["recall@100"].tolist() == [1.0, 1.0]
-    assert evaluation.summary["ndcg@10_mean"] == 1.0 and evaluation.summary["n_languages"] == 2
+    assert evaluation.summary["miracl_mean_ndcg@10"] == 1.0 and evaluation.summary["miracl_all_n_languages"] == 2
     assert set(evaluation.per_query.columns) == {"lang", "qid", "ndcg@10", "recall@100"}
     assert (tmp_path / "work" / "sw" / "manifest.json").is_file()
 
@@ -213,5 +213,6 @@ def test_run_evaluation_serves_miracl_through_the_registry(miracl_dir):
     config = json.loads((path / "config.json").read_text())
     assert config["dataset"] == "miracl" and config["index"] == "flat" and config["languages"] == ["te"]
     assert list(config)[-1] == "index"
-    assert json.loads((path / "metrics.json").read_text())["summary"]["n_languages"] == 1
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["summary"]["miracl_all_n_languages"] == 1 and metrics["primary_metric"] == "miracl_mean_ndcg@10"
     assert evaluation.per_language.loc["te", "recall@100"] == 1.0

@@ -13,7 +13,7 @@ from lib import tatoeba
 from lib.data import DataError
 from lib.tatoeba import (XQUAD_R_TATOEBA, XTREME_R_TATOEBA, XTREME_TATOEBA, available_languages, evaluate_tatoeba,
                          load_tatoeba, load_tatoeba_pair, read_lines, retrieval_accuracy, set_averages, summary_table,
-                         tatoeba_code)
+                         tatoeba_code, tatoeba_summary_keys)
 
 PAIRS = {
     "deu": (["Ich habe Hunger.", "Wo ist der Bahnhof?", "Das ist gut."],
@@ -110,10 +110,11 @@ def test_set_averages_and_summary_table():
     table = pd.DataFrame({"acc_xx_to_eng": [0.9, 0.5, 0.2], "acc_eng_to_xx": [0.7, 0.5, 0.0]},
                          index=pd.Index(["deu", "pol", "xho"], name="lang"))
     summary = set_averages(table)
-    assert summary["tatoeba_all_xx_to_eng"] == pytest.approx(1.6 / 3)
-    assert summary["tatoeba_xtreme_n_languages"] == 1 and summary["tatoeba_xtreme_r_n_languages"] == 2
-    assert summary["tatoeba_xtreme_r_mean"] == pytest.approx((0.8 + 0.5) / 2)
-    assert summary["tatoeba_xquad_r_eng_to_xx"] == pytest.approx(0.7)
+    assert summary["tatoeba_all-xx2eng_accuracy"] == pytest.approx(1.6 / 3)
+    assert summary["tatoeba_xtreme_n_languages"] == 1 and summary["tatoeba_xtreme-r_n_languages"] == 2
+    assert summary["tatoeba_xtreme-r-mean_accuracy"] == pytest.approx((0.8 + 0.5) / 2)
+    assert summary["tatoeba_xquad-r-eng2xx_accuracy"] == pytest.approx(0.7)
+    assert set(summary) <= set(tatoeba_summary_keys())
     assert summary_table(table).loc["xtreme_r", "xx->eng"] == pytest.approx(70.0)
 
 
@@ -136,7 +137,8 @@ def test_evaluate_tatoeba_with_an_oracle_encoder(tmp_path, monkeypatch, tiny_mod
     assert table.acc_xx_to_eng.tolist() == [1.0, 1.0, 1.0] and table.acc_eng_to_xx.tolist() == [1.0, 1.0, 1.0]
     assert table.loc["deu", "in_xquad_r"] and not table.loc["xho", "in_xtreme"]
     assert len(table.loc["deu", "sha256_xx"]) == 64
-    assert evaluation.summary["tatoeba_all_mean"] == 1.0 and evaluation.summary["tatoeba_xquad_r_n_languages"] == 1
+    assert evaluation.summary["tatoeba_all-mean_accuracy"] == 1.0
+    assert evaluation.summary["tatoeba_xquad-r_n_languages"] == 1
     assert evaluation.timings["n_unique_sentences"] == 10                    # "I am hungry." is encoded once
 
 

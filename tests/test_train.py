@@ -389,8 +389,8 @@ def test_tensorboard_event_file_holds_the_training_log():
 
 
 def test_report_to_is_checked():
-    with pytest.raises(TrainError, match="report_to 'mlflow'"):
-        TrainConfig(report_to="mlflow").resolved()
+    with pytest.raises(TrainError, match="report_to 'neptune'"):
+        TrainConfig(report_to="neptune").resolved()
     try:
         import wandb  # noqa: F401
     except ImportError:
