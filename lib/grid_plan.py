@@ -26,6 +26,7 @@ A grid file (``params/grid*.yaml``) lists::
     debias: [none, center-pool]               # lib.debias variants of every LAReQA evaluation (same embeddings)
     wise_ft: {lambdas: [0.5]}                 # WiSE-FT of each trained model (lib.grid_systems) ...
     soups: [[mono, cross]]                    # ... and uniform soups per seed, each evaluated
+    analysis: {questions: [...]}              # the primary analysis, fixed before the run (lib.analysis_plan)
 
 Cells = backbones x training mixtures x (sampler, alpha, seed); run names come from
 :mod:`lib.naming` (``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``, ``eval-<training run>-<dataset>``,
@@ -53,6 +54,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from lib.analysis_plan import AnalysisPlan, AnalysisPlanError, check_plan_seeds, parse_analysis
 from lib.backbones import available_backbones
 from lib.data import CANDIDATE_CONTEXTS
 from lib.evaluate import DATASETS, LAREQA_DATASETS
@@ -103,6 +105,7 @@ class Grid:
     debias: list[str] = field(default_factory=lambda: ["none"])   # lib.debias variants of every evaluation
     wise_ft: dict[str, Any] = field(default_factory=dict)         # {lambdas: [0.5], samplers: [...]}
     soups: list[list[str]] = field(default_factory=list)          # [[mono, cross]]: one soup per seed
+    analysis: AnalysisPlan | None = None    # the primary analysis (lib.analysis_plan), fixed before the run
     source: str = ""                        # the file it came from (params/<name>.yaml)
 
     @property
@@ -202,6 +205,11 @@ def load_grid(path: str | Path) -> Grid:
         check_weight_space(values["wise_ft"], values["soups"], values.get("samplers") or [], str(path))
     except GridSystemsError as error:
         raise GridError(str(error)) from error
+    try:
+        values["analysis"] = parse_analysis(values.get("analysis"), f"{path}: analysis")
+        check_plan_seeds(values["analysis"], values.get("seeds") or [0], str(path))
+    except AnalysisPlanError as error:
+        raise GridError(str(error)) from None
     missing = [k for k in ("backbones", "eval_datasets") if k not in values]
     if missing:
         raise GridError(f"{path}: missing keys {missing} (see lib/grid.py for the format)")
