@@ -25,6 +25,7 @@ import pandas as pd
 
 from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TITLE, SUMMARY_METRICS,
                         add_language_split, grid_results, summary_metrics)
+from lib.analysis_plan import AnalysisPlan
 from lib.grid_plan import Grid, load_grid
 from lib.io import run_dir, save_figure, write_json, write_provenance, write_text
 from lib.parameters import param, parse_command_line
@@ -250,6 +251,21 @@ def _samplers_significance(results: pd.DataFrame, summary: pd.DataFrame, metrics
     return significance, hybrid_verdict(summary[paper_systems], significance)
 
 
+def analysis_tables(lareqa: pd.DataFrame, plan: AnalysisPlan | None, resamples: int = 10_000, seed: int = 0):
+    """The primary analysis, its sensitivity analysis, the margins and the exploratory table, by
+    title in that order (shown ones only), and the four full tables."""
+    primary = primary_analysis(lareqa, plan)
+    extended = exploratory_comparisons(lareqa, exclude=primary_comparisons(primary))
+    sensitivity = sensitivity_analysis(lareqa, plan, primary, resamples=resamples, seed=seed)
+    margins = margin_sensitivity(lareqa, plan) if len(primary) else pd.DataFrame()
+    shown = {PRIMARY_TITLE: primary[PRIMARY_SHOWN] if len(primary) else None,
+             SENSITIVITY_TITLE: sensitivity[SENSITIVITY_SHOWN] if len(sensitivity) else None,
+             MARGIN_TITLE: margins if len(margins) else None,
+             EXPLORATORY_TITLE: extended[EXPLORATORY_SHOWN] if len(extended) else None}
+    return ({title: table for title, table in shown.items() if table is not None},
+            (primary, sensitivity, margins, extended))
+
+
 def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), resamples: int = 10_000,
                  seed: int = 0, significance_metrics: Sequence[str] = ("map", "rank_distance")) -> Report:
     """Gather every run of a grid (plus ``extra_runs``) into the paper's tables and the tests.
@@ -274,16 +290,9 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
     significance, verdict = _samplers_significance(lareqa, summary, significance_metrics, resamples, seed)
     if len(verdict):
         tables = {VERDICT_TITLE: verdict, **tables}
-    plan = grid.analysis if grid is not None else None
-    primary = primary_analysis(lareqa, plan)
-    extended = exploratory_comparisons(lareqa, exclude=primary_comparisons(primary))
-    sensitivity = sensitivity_analysis(lareqa, plan, primary, resamples=resamples, seed=seed)
-    margins = margin_sensitivity(lareqa, plan) if len(primary) else pd.DataFrame()
-    analysis = {PRIMARY_TITLE: primary[PRIMARY_SHOWN] if len(primary) else None,
-                SENSITIVITY_TITLE: sensitivity[SENSITIVITY_SHOWN] if len(sensitivity) else None,
-                MARGIN_TITLE: margins if len(margins) else None,
-                EXPLORATORY_TITLE: extended[EXPLORATORY_SHOWN] if len(extended) else None}
-    tables = {**{title: table for title, table in analysis.items() if table is not None}, **tables}
+    analysis, (primary, sensitivity, margins, extended) = analysis_tables(
+        lareqa, grid.analysis if grid is not None else None, resamples, seed)
+    tables = {**analysis, **tables}
     others, captions, other_summaries = dataset_tables(results)
     tables.update(others)
     summary = pd.concat([summary, *other_summaries]) if other_summaries else summary

@@ -174,3 +174,29 @@ def test_a_grid_must_run_the_preregistered_seeds(tmp_path):
     with pytest.raises(GridError, match="differ from the preregistered seeds"):
         load_grid(path)
     assert parse_analysis(None) is None and np.isnan(np.nan)
+
+
+def test_the_report_shows_primary_sensitivity_and_exploratory_separately(tmp_path):
+    from lib.report import PRIMARY_SHOWN, Report, analysis_tables, write_report
+
+    results = _results(LEVELS)
+    plan = AnalysisPlan((Question("competitor", "difference", "hybrid a=0.5", ("zero-shot + center-pool",),
+                                  ("multi map",), {"map": 0.005}),))
+    tables, (primary, sensitivity, margins, extended) = analysis_tables(results, plan, resamples=200)
+    titles = list(tables)
+    assert [t.split(":")[0] for t in titles] == ["Primary (confirmatory) analysis", "Sensitivity analysis",
+                                                 "Sensitivity to the margin", "Exploratory comparisons (not in the primary analysis; seeds as the unit, two-sided)"]
+    assert list(tables[titles[0]].columns) == PRIMARY_SHOWN
+    # what the primary analysis declares is not repeated as exploratory
+    assert not ((extended.a == "hybrid a=0.5") & (extended.b == "zero-shot + center-pool")
+                & (extended.setting == "multi") & (extended.metric == "map")).any()
+    report = Report("g", results, pd.DataFrame(), tables, pd.DataFrame(), [], extended, {}, primary, sensitivity,
+                    margins)
+    write_report(tmp_path / "report", report)
+    text = (tmp_path / "report" / "report.md").read_text()
+    positions = [text.index(f"## {t}") for t in titles]
+    assert positions == sorted(positions) and "Confirmatory" in text and "Exploratory:" in text
+    assert "hierarchical" not in text.lower() and "matches" not in text
+    written = pd.read_csv(tmp_path / "report" / "primary.csv")
+    assert {"tost_low", "tost_high", "p_resolution", "mde"} <= set(written.columns)
+    assert (tmp_path / "report" / "sensitivity.csv").is_file() and (tmp_path / "report" / "exploratory.csv").is_file()
