@@ -147,3 +147,51 @@ def intersection_union(p_values) -> float:
     """Intersection-union test of "A holds against every comparator": the largest p (Berger 1982)."""
     p = np.asarray(p_values, dtype=float)
     return float(p.max()) if p.size and not np.isnan(p).any() else math.nan
+
+
+@dataclass(frozen=True)
+class CrossedMixedModel:
+    """A minus B from a linear mixed model with crossed random effects (the documented alternative)."""
+
+    delta: float                 # the fixed effect of system A
+    se: float                    # its model-based standard error
+    p_value: float               # two-sided Wald z-test (statsmodels: no small-sample df)
+    variances: dict              # variance components: run (seed), question, question x system, residual
+    converged: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def crossed_mixed_model(table_a, table_b) -> CrossedMixedModel:
+    """statsmodels ``MixedLM`` of the per-question metric with crossed random effects.
+
+    ``table_a`` (S_A, C), ``table_b`` (S_B, C): cluster contributions per run
+    (:func:`lib.significance.seed_cluster_tables`); ``C * X[s, c]`` is run ``s``'s metric on question
+    id ``c``. Model: ``y = mu + delta [A] + u_run + v_question + w_question,system + e``, the
+    random effects as variance components of one group (crossed, not nested). Not the primary
+    test (docs/statistics.md): its Wald test has no small-sample df, and with one group the design
+    matrix is dense (runs x questions rows, questions x 3 columns), so it is meant for subsets of
+    questions, not for all 1,190 of XQuAD-R in a report.
+    """
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    a, b = np.atleast_2d(np.asarray(table_a, float)), np.atleast_2d(np.asarray(table_b, float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"tables cover {a.shape[1]} and {b.shape[1]} question ids: align them first")
+    clusters = a.shape[1]
+    frames = [pd.DataFrame({"y": clusters * table[s], "system": float(label), "run": f"{label}{s}",
+                            "question": np.arange(clusters)})
+              for label, table in ((1, a), (0, b)) for s in range(len(table))]
+    data = pd.concat(frames, ignore_index=True)
+    data["interaction"] = data.question.astype(str) + ":" + data.system.astype(str)
+    model = smf.mixedlm("y ~ system", data, groups=np.ones(len(data)), re_formula="0",
+                        vc_formula={"run": "0 + C(run)", "question": "0 + C(question)",
+                                    "interaction": "0 + C(interaction)"})
+    fit = model.fit(reml=True)
+    names = model.exog_vc.names
+    variances = {name: float(value) for name, value in zip(names, fit.vcomp)}
+    variances["residual"] = float(fit.scale)
+    return CrossedMixedModel(float(fit.fe_params["system"]), float(fit.bse_fe["system"]),
+                             float(fit.pvalues["system"]), variances, bool(fit.converged))

@@ -106,3 +106,23 @@ def test_the_level_check_fails_a_test_that_ignores_the_small_sample_df():
         estimate = seed_level_estimate(*simulation.run_means(rng, 3, paired=True), paired=True)
         rejected += 2 * stats.norm.sf(abs(estimate.delta) / estimate.se) < 0.05
     assert rejected / 600 > 0.05 + 0.031
+
+
+def test_crossed_mixed_model_estimates_the_difference_and_the_seed_variance():
+    pytest.importorskip("statsmodels")
+    from lib.seed_tests import crossed_mixed_model
+
+    rng = np.random.default_rng(3)
+    clusters, seeds = 20, 4                             # small: statsmodels' crossed design is dense
+    difficulty = rng.normal(0, 0.2, clusters)
+
+    def system(mean):                                   # per-run cluster contributions: rows sum to run metrics
+        y = (mean + rng.normal(0, 0.02, (seeds, 1)) + difficulty + rng.normal(0, 0.01, clusters)
+             + rng.normal(0, 0.01, (seeds, clusters)))
+        return y / clusters
+    a, b = system(0.05), system(0.0)
+    result = crossed_mixed_model(a, b)
+    assert result.delta == pytest.approx(a.sum(1).mean() - b.sum(1).mean(), abs=1e-6)   # balanced: the mean difference
+    assert result.p_value < 0.05 and result.se > 0 and result.converged
+    assert 0.0001 < result.variances["run"] < 0.002     # seed variance 0.0004
+    assert result.variances["question"] > 0.01          # question variance 0.04
