@@ -1,10 +1,11 @@
 """06_report: the grid's ``Report``, the research-question verdict, its figures and files.
 
-:func:`build_report` turns the gathered rows (:mod:`lib.gather`) into the seed summary and the
-paper-style tables (:mod:`lib.report_tables`: mean ± std over seeds, the paper side by side, the
-samplers' paired tests, one descriptive table per dataset that is not LAReQA's), the extended
-question over systems (:mod:`lib.systems_report`) and :func:`hybrid_verdict` (the research
-question). :func:`write_report` writes them; :func:`report_figures` draws them with
+:func:`build_report` turns the gathered rows (:mod:`lib.gather`) into the primary analysis the
+grid file declares, its sensitivity analysis and the exploratory comparisons (:func:`analysis_tables`:
+:mod:`lib.analysis_report`, :mod:`lib.systems_report`; docs/statistics.md), the seed summary and
+the paper-style tables (:mod:`lib.report_tables`: mean ± std over seeds, the paper side by side,
+the samplers' paired tests, one descriptive table per dataset that is not LAReQA's) and
+:func:`hybrid_verdict` (the paper's comparison with the better of mono and cross, exploratory). :func:`write_report` writes them; :func:`report_figures` draws them with
 :mod:`lib.report_plots` (which also holds the language-pair heatmap of 04_evaluate and 05_bias).
 
     report = build_report("grid-smoke", resamples=1000)

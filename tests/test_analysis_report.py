@@ -123,6 +123,8 @@ def test_grid_files_declare_their_primary_analysis():
     assert claim.hypothesis == "non-inferiority" and claim.b == ("mono", "cross") and claim.a == "hybrid a=0.5"
     assert competitor.b == (debias_system_name("zero-shot", "center-pool"),)
     assert len(load_grid("grid-weights").analysis.questions) == 3
+    smoke = load_grid("grid-smoke").analysis                 # the smoke profile covers the keys
+    assert [q.hypothesis for q in smoke.questions] == ["non-inferiority", "difference"]
 
 
 def test_the_preregistered_family_parses_and_the_report_picks_it_up():
