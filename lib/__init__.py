@@ -16,8 +16,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("backbones", "dropout", "encode", "losses", "dual_encoder", "gradcache", "checkpoint", "model_card")),
     ("training", ("distill", "trainer", "train", "weights", "weight_systems", "st_sampler")),
     ("retrieval", ("retrieval", "run_files", "debias", "corpus", "indexes")),
-    ("scores", ("metrics", "bias", "significance")),
+    ("scores", ("metrics", "bias", "significance", "seed_tests", "analysis_plan")),
     ("evaluation", ("mteb_results", "results", "tatoeba", "miracl", "debias_evaluation", "evaluate")),
     ("orchestration", ("notebooks", "progress", "scheduler", "downloads", "grid_systems", "grid_plan", "grid", "slurm")),
-    ("report", ("gather", "systems_report", "report_tables", "report_plots", "report_curves", "report")),
+    ("report", ("gather", "systems_report", "analysis_report", "report_tables", "report_plots", "report_curves", "report")),
 )

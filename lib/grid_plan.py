@@ -31,6 +31,7 @@ A grid file (``params/grid*.yaml``) lists::
     wise_ft: {lambdas: [0.5]}                 # WiSE-FT of each trained model (lib.grid_systems) ...
     soups: [[mono, cross]]                    # ... and uniform soups per seed, each evaluated
     distill: [{objective: contrastive+distill}]  # distillation systems, trained per seed (lib.grid_systems)
+    analysis: {questions: [...]}              # the primary analysis, fixed before the run (lib.analysis_plan)
 
 Cells = backbones x training mixtures x (sampler, its option values, seed); run names come from
 :mod:`lib.naming` (``train-me5-small-q4-hybrid-a0.5-mlqa-r-s0``, ``eval-<training run>-<dataset>``,
@@ -58,6 +59,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from lib.analysis_plan import AnalysisPlan, AnalysisPlanError, check_plan_seeds, parse_analysis
 from lib.backbones import available_backbones
 from lib.data import CANDIDATE_CONTEXTS
 from lib.evaluate import DATASETS, LAREQA_DATASETS
@@ -112,6 +114,7 @@ class Grid:
     soups: list[list[str]] = field(default_factory=list)          # [[mono, cross]]: one soup per seed
     budgets: list[int] = field(default_factory=list)              # training steps per budget (a curve)
     distill: list[dict[str, Any]] = field(default_factory=list)   # distillation systems (lib.grid_systems)
+    analysis: AnalysisPlan | None = None    # the primary analysis (lib.analysis_plan), fixed before the run
     source: str = ""                        # the file it came from (params/<name>.yaml)
 
     @property
@@ -227,6 +230,11 @@ def load_grid(path: str | Path) -> Grid:
         check_weight_space(values["wise_ft"], values["soups"], values.get("samplers") or [], str(path))
     except GridSystemsError as error:
         raise GridError(str(error)) from error
+    try:
+        values["analysis"] = parse_analysis(values.get("analysis"), f"{path}: analysis")
+        check_plan_seeds(values["analysis"], values.get("seeds") or [0], str(path))
+    except AnalysisPlanError as error:
+        raise GridError(str(error)) from None
     missing = [k for k in ("backbones", "eval_datasets") if k not in values]
     if missing:
         raise GridError(f"{path}: missing keys {missing} (see lib/grid.py for the format)")

@@ -1,10 +1,11 @@
 """06_report: the grid's ``Report``, the research-question verdict, its figures and files.
 
-:func:`build_report` turns the gathered rows (:mod:`lib.gather`) into the seed summary and the
-paper-style tables (:mod:`lib.report_tables`: mean ± std over seeds, the paper side by side, the
-samplers' paired tests, one descriptive table per dataset that is not LAReQA's), the extended
-question over systems (:mod:`lib.systems_report`) and :func:`hybrid_verdict` (the research
-question). :func:`write_report` writes them; :func:`report_figures` draws them with
+:func:`build_report` turns the gathered rows (:mod:`lib.gather`) into the primary analysis the
+grid file declares, its sensitivity analysis and the exploratory comparisons (:func:`analysis_tables`:
+:mod:`lib.analysis_report`, :mod:`lib.systems_report`; docs/statistics.md), the seed summary and
+the paper-style tables (:mod:`lib.report_tables`: mean ± std over seeds, the paper side by side,
+the samplers' paired tests, one descriptive table per dataset that is not LAReQA's) and
+:func:`hybrid_verdict` (the paper's comparison with the better of mono and cross, exploratory). :func:`write_report` writes them; :func:`report_figures` draws them with
 :mod:`lib.report_plots` (which also holds the language-pair heatmap of 04_evaluate and 05_bias).
 
     report = build_report("grid-smoke", resamples=1000)
@@ -25,6 +26,7 @@ import pandas as pd
 
 from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TITLE, SUMMARY_METRICS,
                         add_language_split, grid_results, summary_metrics)
+from lib.analysis_plan import AnalysisPlan
 from lib.grid_plan import Grid, load_grid
 from lib.io import run_dir, save_figure, write_json, write_provenance, write_text
 from lib.parameters import param, parse_command_line
@@ -34,7 +36,9 @@ from lib.report_tables import (page_tables, dataset_tables, format_mean_std, loa
                                significance_table, split_datasets)
 from lib.retrieval import SETTINGS
 from lib.significance import holm
-from lib.systems_report import EXTENDED_TITLE, extended_comparisons, extended_sentences, tradeoff_figure
+from lib.analysis_report import (MARGIN_TITLE, PRIMARY_TITLE, SENSITIVITY_TITLE, margin_sensitivity, primary_analysis,
+                                 primary_comparisons, sensitivity_analysis)
+from lib.systems_report import EXPLORATORY_TITLE, exploratory_comparisons, exploratory_sentences, tradeoff_figure
 
 
 @dataclass
@@ -47,12 +51,19 @@ class Report:
     tables: dict[str, pd.DataFrame]           # title -> formatted table
     significance: pd.DataFrame                # significance_table(results)
     missing: list[str] = field(default_factory=list)
-    extended: pd.DataFrame = field(default_factory=pd.DataFrame)   # lib.systems_report.extended_comparisons
+    extended: pd.DataFrame = field(default_factory=pd.DataFrame)   # exploratory (lib.systems_report)
     captions: dict[str, str] = field(default_factory=dict)         # title -> what the table is (and is not)
+    primary: pd.DataFrame = field(default_factory=pd.DataFrame)    # lib.analysis_report.primary_analysis
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)  # the same families, two-way bootstrap
+    margins: pd.DataFrame = field(default_factory=pd.DataFrame)    # the primary p-values over margins
+
+    def primary_analysis(self) -> tuple[pd.DataFrame, list[str]]:
+        """The grid file's questions (confirmatory) and one sentence per in-family test."""
+        return self.primary, primary_sentences(self.primary)
 
     def extended_question(self) -> tuple[pd.DataFrame, list[str]]:
-        """The seed-aware comparisons of hybrid with the cheap alternatives and their sentences."""
-        return self.extended, extended_sentences(self.extended)
+        """The exploratory comparisons (not in the primary analysis) and their sentences."""
+        return self.extended, exploratory_sentences(self.extended)
 
     def status(self) -> str:
         """``grid g: 4 evaluation run(s) complete, 1 missing`` and the missing runs' names."""
@@ -78,7 +89,8 @@ class Report:
 
     def paper_tables(self) -> dict[str, pd.DataFrame]:
         """The paper-style tables by title, without the research question's (see research_question)."""
-        return {title: table for title, table in self.tables.items() if title not in (VERDICT_TITLE, EXTENDED_TITLE)}
+        analysis = (VERDICT_TITLE, EXPLORATORY_TITLE, PRIMARY_TITLE, SENSITIVITY_TITLE, MARGIN_TITLE)
+        return {title: table for title, table in self.tables.items() if title not in analysis}
 
     def significance_overview(self, digits: int = 4) -> pd.DataFrame:
         """The paired tests with the columns a reader compares (empty: fewer than two systems to compare)."""
@@ -100,7 +112,8 @@ BIAS_TABLE_METRICS = ["multi rank_distance", "bias same_language_first", "bias c
                       "bias same_language_distractor", "bias top_k_same_language", "bias pool_same_language"]
 
 
-VERDICT_TITLE = "The research question: hybrid against the better of mono and cross"
+VERDICT_TITLE = ("Exploratory: the paper's per-question test of hybrid against the better of mono and cross "
+                 "(seeds averaged, comparator picked by mean)")
 # the metrics of the question, and which direction is better (+1: higher, -1: lower)
 VERDICT_METRICS = {"mono map": 1, "cross map": 1, "multi map": 1, "multi rank_distance": -1}
 
@@ -240,6 +253,21 @@ def _samplers_significance(results: pd.DataFrame, summary: pd.DataFrame, metrics
     return significance, hybrid_verdict(summary[paper_systems], significance)
 
 
+def analysis_tables(lareqa: pd.DataFrame, plan: AnalysisPlan | None, resamples: int = 10_000, seed: int = 0):
+    """The primary analysis, its sensitivity analysis, the margins and the exploratory table, by
+    title in that order (shown ones only), and the four full tables."""
+    primary = primary_analysis(lareqa, plan)
+    extended = exploratory_comparisons(lareqa, exclude=primary_comparisons(primary))
+    sensitivity = sensitivity_analysis(lareqa, plan, primary, resamples=resamples, seed=seed)
+    margins = margin_sensitivity(lareqa, plan) if len(primary) else pd.DataFrame()
+    shown = {PRIMARY_TITLE: primary[PRIMARY_SHOWN] if len(primary) else None,
+             SENSITIVITY_TITLE: sensitivity[SENSITIVITY_SHOWN] if len(sensitivity) else None,
+             MARGIN_TITLE: margins if len(margins) else None,
+             EXPLORATORY_TITLE: extended[EXPLORATORY_SHOWN] if len(extended) else None}
+    return ({title: table for title, table in shown.items() if table is not None},
+            (primary, sensitivity, margins, extended))
+
+
 def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), resamples: int = 10_000,
                  seed: int = 0, significance_metrics: Sequence[str] = ("map", "rank_distance")) -> Report:
     """Gather every run of a grid (plus ``extra_runs``) into the paper's tables and the tests.
@@ -264,15 +292,38 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
     significance, verdict = _samplers_significance(lareqa, summary, significance_metrics, resamples, seed)
     if len(verdict):
         tables = {VERDICT_TITLE: verdict, **tables}
-    extended = extended_comparisons(lareqa, resamples=resamples, seed=seed)
-    if len(extended):
-        tables = {EXTENDED_TITLE: extended[["question", "dataset", "setting", "metric", "a", "b", "delta", "ci_low",
-                                            "ci_high", "p_holm", "p_holm_floor", "p_equivalence", "verdict"]], **tables}
+    analysis, (primary, sensitivity, margins, extended) = analysis_tables(
+        lareqa, grid.analysis if grid is not None else None, resamples, seed)
+    tables = {**analysis, **tables}
     others, captions, other_summaries = dataset_tables(results)
     tables.update(others)
     summary = pd.concat([summary, *other_summaries]) if other_summaries else summary
     missing = results.loc[results.status == "missing", "eval_run"].tolist()
-    return Report(grid.name if grid else "-", results, summary, tables, significance, missing, extended, captions)
+    return Report(grid.name if grid else "-", results, summary, tables, significance, missing, extended, captions,
+                  primary, sensitivity, margins)
+
+
+PRIMARY_SHOWN = ["question", "test", "dataset", "setting", "metric", "a", "b", "design", "seeds_a", "seeds_b", "delta",
+                 "ci_low", "ci_high", "margin", "tost_low", "tost_high", "p_value", "p_holm", "mde", "verdict"]
+SENSITIVITY_SHOWN = ["question", "test", "dataset", "setting", "metric", "a", "b", "delta", "ci_low", "ci_high",
+                     "p_value", "p_floor", "p_holm", "verdict"]
+EXPLORATORY_SHOWN = ["question", "dataset", "setting", "metric", "a", "b", "design", "delta", "ci_low", "ci_high",
+                     "p_value", "p_holm", "verdict"]
+
+
+def primary_sentences(table: pd.DataFrame) -> list[str]:
+    """One sentence per in-family test of the primary analysis: verdict, delta, interval, p_holm, MDE."""
+    if table is None or table.empty:
+        return []
+    sentences = []
+    for row in table[table.in_family].itertuples():
+        interval = (f"90% interval [{row.tost_low:+.4g}, {row.tost_high:+.4g}], margin ±{row.margin:.3g}"
+                    if row.test == "equivalence" else f"95% interval [{row.ci_low:+.4g}, {row.ci_high:+.4g}]")
+        sentences.append(f"{row.question} ({row.dataset}, {row.setting} {row.metric}, {row.test}): {row.a} against "
+                         f"{row.b}: {row.verdict} (delta {row.delta:+.4g}, {interval}; {row.design} t-test, "
+                         f"df {row.df:.1f}, p {row.p_value:.2g}, p_holm {row.p_holm:.2g}; detectable with 80% power: "
+                         f"{row.mde:.3g}).")
+    return sentences
 
 
 def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -295,6 +346,39 @@ SIGNIFICANCE_COLUMNS = ["backbone", "train_sources", "dataset", "setting", "metr
                         "n_queries", "n_clusters"]
 
 
+def _analysis_notes(title: str, report: Report) -> list[str]:
+    """What a reader needs under each analysis table: design, family, resolution, verdict words."""
+    if title == PRIMARY_TITLE:
+        primary = report.primary
+        return ["Confirmatory: the questions, metrics, hypotheses, margins and level were fixed in the grid file "
+                "before the run (its `analysis` section). Unit: the seed (each run's macro metric; questions "
+                "averaged within the seed). `design`: paired by seed within one trained model, one-sample "
+                "against a single untrained run, Welch otherwise; t-tests with their small-sample df, p-values "
+                "exact (no resampling floor). Holm within each question (its `in_family` rows, including the "
+                "TOST equivalence tests), nothing else. `tost_low`/`tost_high`: the 90% interval behind TOST; "
+                f"`mde`: the smallest difference (TOST: margin) detectable with {80}% power at the unadjusted "
+                "level. Several comparators: intersection-union test (the largest one-sided p; components in "
+                "primary.csv). `equivalent`, `same` or `no effect` may be said only of a row whose verdict is "
+                f"`equivalent within ±m`. {int(primary.in_family.sum())} tests in "
+                f"{primary.question.nunique()} families.", ""] + [f"- {s}" for s in primary_sentences(primary)] + [""]
+    if title == SENSITIVITY_TITLE:
+        sensitivity = report.sensitivity
+        return ["Sensitivity analysis, not the reported test: the primary families again with the two-way "
+                "(pigeonhole) bootstrap, seeds and question ids resampled as crossed factors (lib/significance.py); "
+                "anticonservative with few seeds (docs/statistics.md). Each test has its own random stream "
+                f"(seed from its name); p-value floor {sensitivity.p_floor.min():.2g} per test "
+                f"({int(sensitivity.resamples.iloc[0])} resamples).", ""]
+    if title == MARGIN_TITLE:
+        return ["The primary non-inferiority and equivalence tests at other margins (Holm within the question at "
+                "each margin); the margin the grid file declares is the one whose verdict counts.", ""]
+    if title == EXPLORATORY_TITLE:
+        return ["Exploratory: comparisons the grid file does not declare, with the seed-level t-test, Holm over "
+                f"this table only ({len(report.extended)} tests); never a claim of equivalence. Transductive "
+                "variants (upper bounds) are in the tables and the figure only.", ""] + [
+            f"- {s}" for s in exploratory_sentences(report.extended)] + [""]
+    return []
+
+
 def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] | None = None,
                  config: dict[str, Any] | None = None) -> Path:
     """``report.md``, ``results.csv``, ``summary.csv``, ``significance.csv``, ``verdict.csv`` (when the
@@ -312,10 +396,10 @@ def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] |
     write_text(run_path / "significance.csv", significance.to_csv(index=False))
     if VERDICT_TITLE in report.tables:
         write_text(run_path / "verdict.csv", report.tables[VERDICT_TITLE].to_csv(index=False))
-    if len(report.extended):
-        write_text(run_path / "extended.csv", report.extended.to_csv(index=False))
-    for name, table in (("budget", budget_table(report.results)), ("alpha", alpha_table(report.results))):
-        if len(table):                                       # budget and alpha grids: the curves' points
+    for name, table in (("primary", report.primary), ("sensitivity", report.sensitivity),
+                        ("margins", report.margins), ("exploratory", report.extended),
+                        ("budget", budget_table(report.results)), ("alpha", alpha_table(report.results))):
+        if len(table):                                       # budget and alpha: grids that vary them
             write_text(run_path / f"{name}.csv", table.to_csv(index=False))
     names = []
     for name, figure in (figures or {}).items():
@@ -332,21 +416,12 @@ def write_report(run_path: str | Path, report: Report, figures: dict[str, Any] |
         if title in report.captions:
             lines += [report.captions[title], ""]
         if title == VERDICT_TITLE:
-            lines += ["delta = hybrid - the better of mono and cross (by mean over seeds); p_holm and effect size "
-                      "(Cohen's d_z, positive = hybrid higher) from the paired tests below.", ""]
+            lines += ["Exploratory, as the paper tests: delta = hybrid - the better of mono and cross (picked by the "
+                      "mean over seeds, so not a confirmatory comparator); p_holm and effect size (Cohen's d_z, "
+                      "positive = hybrid higher) from the paired per-question tests below, which average the seeds "
+                      "and so ignore seed variation. The primary analysis above is the answer.", ""]
             lines += [f"- {sentence}" for sentence in verdict_sentences(table)] + [""]
-        if title == EXTENDED_TITLE:
-            extended = report.extended
-            lines += [f"Each system: its runs over seeds ({int(extended.seeds_a.min())} to {int(extended.seeds_a.max())} "
-                      "for A). delta = A - B of the macro metric, 95% hierarchical-bootstrap interval (seeds, then "
-                      "question ids); p_holm: Holm over all "
-                      f"{len(extended)} tests, floor {extended.p_holm_floor.min():.2g} (bootstrap resolution "
-                      f"{extended.p_floor.min():.2g} per test; the exact seed-permutation p-values in extended.csv "
-                      f"cannot go below {extended.p_seed_permutation_floor.min():.2g}). Verdicts: better/worse at "
-                      "p_holm < 0.05; `equivalent within ±margin` only where TOST shows it (margins: 0.005 mAP, 1% "
-                      "of the better rank distance; TOST at 0.05, not Holm-adjusted); otherwise `inconclusive`. "
-                      "Transductive variants (upper bounds) are in the tables and the figure only.", ""]
-            lines += [f"- {sentence}" for sentence in extended_sentences(extended)] + [""]
+        lines += _analysis_notes(title, report)
     lines += ["## Paired significance (per-query AP and rank distance, clustered by question id)", "",
               "delta = A - B of the macro metric; 95% bootstrap interval; two-sided sign-flip permutation "
               "p-value; p_holm: Holm-adjusted over every row; effect size: Cohen's d_z over question ids "

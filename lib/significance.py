@@ -30,21 +30,29 @@ Randomness comes from one ``numpy.random.default_rng(seed)`` per test: same seed
 **Statistics that count seeds** (second half of the module). The tests above average each
 system's seeds per query first, so they ask "do these trained models differ on these
 questions?", not "does the sampler differ, given that another seed gives another model?". The
-seed-aware functions keep each run: per system a table ``X[s, c]`` of cluster contributions of
-run ``s`` (``sum_c X[s, c]`` = the run's macro metric), and
+report's primary test is :mod:`lib.seed_tests` (a t-test on per-seed means); the functions
+below are its **sensitivity analysis**. They keep each run: per system a table ``X[s, c]`` of
+cluster contributions of run ``s`` (``sum_c X[s, c]`` = the run's macro metric), and
 
-* **Hierarchical bootstrap** (:func:`hierarchical_bootstrap`): per resample, the seeds of each
-  system are drawn with replacement, then the question ids (clusters, all their translations and
-  target languages together) with replacement, shared by both systems (paired):
+* **Two-way bootstrap** (:func:`two_way_bootstrap`; the pigeonhole bootstrap of Owen 2007):
+  seeds and question ids are crossed factors, not nested ones. Per resample, the seeds of each
+  system are drawn with replacement and, independently, the question ids (clusters, all their
+  translations and target languages together) with replacement, shared by both systems (paired):
   ``T* = sum_c n_c (mean_{s in S*_A} X_A[s, c] - mean_{s in S*_B} X_B[s, c])``. Its percentile
   interval is the confidence interval of the difference of system means; its two-sided
-  percentile p-value ``p = min(1, 2 (1 + min(#{T* <= 0}, #{T* >= 0})) / (B + 1))`` is a test
-  whose null distribution carries the seed variation (floor ``2 / (B + 1)``). With 3 seeds,
-  resampling seeds underestimates their variance by ``(n - 1) / n`` and is coarse. Measured
-  coverage of the 95% interval under no difference (200 simulations of 3 + 3 seeds, 60
-  questions, ``tests/test_significance.py``): 0.985 when seeds do not differ (the run-level
-  noise is counted at both levels: conservative), 0.955 with a seed sd of 1/10 of the per-question
-  noise, 0.895 with 1/5 (seed variance dominating 3 seeds: too narrow). More seeds fix the latter.
+  percentile p-value ``p = min(1, 2 (1 + min(#{T* <= 0}, #{T* >= 0})) / (B + 1))`` has the
+  floor ``2 / (B + 1)``. No resampling scheme is exact for crossed random effects (McCullagh
+  2000), and with few seeds resampling them underestimates their variance by ``(n - 1) / n``.
+  Coverage of its 95% interval under no difference, re-measured by
+  ``python scripts/simulate_statistics.py --sims 0 --bootstrap-sims 500`` (500 simulations each,
+  500 resamples; Monte-Carlo se about .01): in the setting of this header's earlier figures (3 + 3
+  seeds, 60 question ids, question sd 0.2, noise sd 0.1) .994, .988 and .948 with a seed sd of 0,
+  0.01 and 0.02; with the README's variances (docs/statistics.md) .850, .902 and .934 at 3, 5 and
+  10 seeds per system: too narrow with few seeds, hence a sensitivity analysis only.
+* **One-sided versions** (:func:`bootstrap_one_sided`): superiority and non-inferiority
+  p-values from the same replicates, ``(1 + #{g* <= -margin}) / (B + 1)`` with ``g* = direction T*``.
+* **Per-test random streams**: :func:`stable_seed` derives each test's generator seed from its
+  name (SHA-256, stable across runs and Python versions), so no two tests share a stream.
 * **Seed permutation test** (:func:`seed_permutation_test`): exact, over every reassignment of
   the pooled runs to the two systems; with 3 + 3 seeds there are 20 assignments, so no p-value
   below 0.1 exists: the honest floor of a 3-seed design.
@@ -61,6 +69,7 @@ run ``s`` (``sum_c X[s, c]`` = the run's macro metric), and
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from dataclasses import asdict, dataclass
@@ -309,9 +318,10 @@ def seed_cluster_tables(runs_a: Sequence[pd.DataFrame], runs_b: Sequence[pd.Data
     return table[:len(runs_a)], table[len(runs_a):], np.asarray(uniques)
 
 
-def hierarchical_bootstrap(table_a: np.ndarray, table_b: np.ndarray, resamples: int = 10_000, seed: int = 0,
+def two_way_bootstrap(table_a: np.ndarray, table_b: np.ndarray, resamples: int = 10_000, seed: int = 0,
                            chunk: int = 1_000) -> np.ndarray:
-    """``B`` bootstrap replicates of the difference of system means, resampling seeds then clusters.
+    """``B`` two-way (pigeonhole) bootstrap replicates of the difference of system means: seeds and
+    clusters (question ids) are crossed, each resampled independently with replacement (Owen 2007).
 
     ``table_a`` (S_A, C), ``table_b`` (S_B, C): cluster contributions per run (:func:`seed_cluster_tables`).
     """
@@ -332,6 +342,22 @@ def hierarchical_bootstrap(table_a: np.ndarray, table_b: np.ndarray, resamples: 
     return out
 
 
+def stable_seed(name: str, base: int = 0) -> int:
+    """A generator seed derived from a test's name: ``stable_seed("multi map: a vs b", 0)``.
+
+    SHA-256 of ``"{base}:{name}"`` (Python's ``hash()`` changes between processes), 63 bits.
+    """
+    digest = hashlib.sha256(f"{int(base)}:{name}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def bootstrap_one_sided(replicates: np.ndarray, margin: float = 0.0, direction: int = 1) -> float:
+    """One-sided bootstrap p-value of H0 ``direction * delta <= -margin`` (margin 0: superiority;
+    > 0: non-inferiority): ``(1 + #{direction T* <= -margin}) / (B + 1)``."""
+    replicates = direction * np.asarray(replicates, float)
+    return float((1 + np.sum(replicates <= -margin)) / (len(replicates) + 1))
+
+
 def _resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     """``size`` rows of bootstrap counts over ``n`` items (multinomial(n, 1/n), via bincount: faster)."""
     draws = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
@@ -345,7 +371,7 @@ class SeedAwareTest:
     delta: float              # mean over A's seeds - mean over B's seeds of the macro metric
     mean_a: float
     mean_b: float
-    ci_low: float             # hierarchical bootstrap percentile interval of delta
+    ci_low: float             # two-way bootstrap percentile interval of delta
     ci_high: float
     p_value: float            # two-sided percentile bootstrap p-value (seeds and clusters resampled)
     p_floor: float            # its resolution: 2 / (resamples + 1)
@@ -407,13 +433,13 @@ def equivalence_test(replicates: np.ndarray, margin: float, alpha: float = 0.05)
 def seed_aware_test(table_a: np.ndarray, table_b: np.ndarray, metric: str = "map", margin: float | None = None,
                     resamples: int = 10_000, seed: int = 0, confidence: float = 0.95,
                     alpha: float = 0.05) -> SeedAwareTest:
-    """Hierarchical bootstrap interval and p-value, seed permutation test and TOST of two systems."""
+    """Two-way bootstrap interval and p-value, seed permutation test and TOST of two systems (a sensitivity analysis)."""
     table_a, table_b = np.atleast_2d(np.asarray(table_a, float)), np.atleast_2d(np.asarray(table_b, float))
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     runs_a, runs_b = table_a.sum(axis=1), table_b.sum(axis=1)
     mean_a, mean_b = float(runs_a.mean()), float(runs_b.mean())
-    replicates = hierarchical_bootstrap(table_a, table_b, resamples=resamples, seed=seed)
+    replicates = two_way_bootstrap(table_a, table_b, resamples=resamples, seed=seed)
     tail = (1 - confidence) / 2
     ci_low, ci_high = np.quantile(replicates, [tail, 1 - tail])
     scale = 1e-12 * max(1.0, float(np.abs(replicates).max()))

@@ -1,49 +1,48 @@
-"""The extended question: hybrid against every cheap alternative, with statistics that count seeds.
+"""Exploratory comparisons over systems, with seeds as the unit, and the trade-off figure.
 
 Systems are (sampler or weight-space method) x debiasing variant (``lib.grid`` rows:
 ``base_system``, ``method``, ``debias``). Per (backbone, training mixture, dataset, pool), every
-comparison below is tested in each setting with :func:`lib.significance.seed_aware_comparisons`
-(hierarchical bootstrap over seeds then question ids: interval and p-value; exact seed
-permutation p-value; TOST with margins 0.005 mAP and 1% of the better rank distance):
+comparison below that the grid's primary analysis (:mod:`lib.analysis_plan`) does not declare is
+tested with the primary test (:mod:`lib.seed_tests`: a t-test on the runs' macro metrics, paired
+by seed within one trained model, Welch between separately trained ones, one-sample against a
+single untrained run), two-sided, Holm over this exploratory table only:
 
 | question                         | A                          | B                                         |
 |----------------------------------|----------------------------|-------------------------------------------|
-| hybrid vs the samplers           | hybrid                     | the better of mono and cross (by mean)    |
+| hybrid vs each pure sampler      | hybrid                     | mono; cross (each, never "the better")    |
 | hybrid vs no training            | hybrid                     | zero-shot + center-pool (training-free)   |
 | hybrid vs the weight-space mix   | hybrid                     | soup mono+cross                           |
-| what debiasing adds              | each trained system + v    | the same system (v: every non-transductive variant) |
-| what WiSE-FT adds                | system WiSE-FT lam         | the same system                           |
+| what debiasing adds (paired)     | each trained system + v    | the same system (v: every non-transductive variant) |
+| what WiSE-FT adds (paired)       | system WiSE-FT lam         | the same system                           |
 
-Holm runs over the whole table (``p_holm``; its floor ``p_holm_floor = min(1, m * 2 / (B + 1))``).
-``verdict`` (A against B, in the metric's good direction: lower rank distance is better):
-``better`` / ``worse`` when p_holm < 0.05, ``equivalent within ±margin`` when TOST shows it
-(p_equivalence <= 0.05 and the 90% interval inside the margin; not Holm-adjusted), else
-``inconclusive``: a non-significant difference is never read as a match. Transductive variants
+``verdict``: ``better`` / ``worse`` (A against B in the metric's good direction; lower rank
+distance is better) when p_holm < 0.05, else ``no significant difference``: exploratory tests
+never claim equivalence (that needs a TOST in a primary family). Transductive variants
 (statistics from the test queries) are upper bounds: in the tables and the figure, never in a test.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from lib.analysis_plan import direction
 from lib.io import outputs_dir
 from lib.naming import debias_system_name
-from lib.significance import seed_aware_comparisons
+from lib.seed_tests import SeedLevelEstimate, seed_level_estimate
+from lib.significance import holm
 
-EXTENDED_TITLE = "The extended question: hybrid against the cheap alternatives (seeds counted)"
+EXPLORATORY_TITLE = "Exploratory comparisons (not in the primary analysis; seeds as the unit, two-sided)"
 TRAINING_FREE = "center-pool"                   # the training-free competitor: zero-shot + this variant
 TESTS = (("map", "mono"), ("map", "cross"), ("map", "multi"), ("rank_distance", "multi"))
-DIRECTION = {"map": 1, "rank_distance": -1}
 LEVEL = 0.05
-EXTENDED_COLUMNS = ["question", "backbone", "train_sources", "dataset", "setting", "metric", "a", "b", "seeds_a",
-                    "seeds_b", "mean_a", "mean_b", "delta", "ci_low", "ci_high", "p_value", "p_floor",
-                    "p_seed_permutation", "p_seed_permutation_floor", "margin", "p_equivalence", "equivalent",
-                    "p_holm", "p_holm_floor", "verdict"]
+EXPLORATORY_COLUMNS = ["question", "backbone", "train_sources", "dataset", "setting", "metric", "a", "b", "design",
+                       "seeds_a", "seeds_b", "mean_a", "mean_b", "delta", "se", "df", "ci_low", "ci_high", "p_value",
+                       "p_holm", "verdict"]
 
 
 def given(value) -> bool:
@@ -63,18 +62,68 @@ def _with_system_columns(results: pd.DataFrame) -> pd.DataFrame:
     return results
 
 
+def comparison_contexts(results: pd.DataFrame) -> Iterator[tuple[dict, pd.DataFrame]]:
+    """``({backbone, train_sources, dataset}, rows)`` per (backbone, dataset, pool, training mixture):
+    the complete rows of that mixture's systems plus the untrained ones (zero-shot)."""
+    results = _with_system_columns(results)
+    complete = results[results.status == "complete"].copy()
+    if complete.empty:
+        return
+    complete["train_sources"] = complete.train_sources.where(complete.train_sources.map(given), None)
+    for (backbone, dataset, _), group in complete.groupby(["backbone", "dataset", "n_candidates"], sort=False):
+        untrained = group[group.train_sources.isna()]
+        trained = group[group.train_sources.notna()]
+        for mixture in trained.train_sources.unique():
+            members = pd.concat([untrained, trained[trained.train_sources == mixture]])
+            yield {"backbone": backbone, "train_sources": mixture, "dataset": dataset}, members
+
+
+def trained_model(row) -> str | None:
+    """The trained model a system's runs come from (``hybrid a=0.5`` for its debias variants and its
+    WiSE-FT), None for the untrained backbone: two systems of one trained model pair by seed."""
+    if row["method"] == "zero-shot":
+        return None
+    return str(row["base_system"]).rsplit(" WiSE-FT ", 1)[0]
+
+
+def seed_values(members: pd.DataFrame, system: str, column: str) -> pd.Series:
+    """The per-seed values of ``column`` (``multi map``) of one system, by seed (an untrained run: one value)."""
+    rows = members[members.system == system]
+    if rows.empty or column not in rows:
+        return pd.Series(dtype=float)
+    seeds = rows.seed.where(rows.seed.map(given), -1).astype(int)
+    return rows[column].astype(float).groupby(seeds.to_numpy()).mean().dropna()
+
+
+def system_estimate(members: pd.DataFrame, a: str, b: str, column: str) -> SeedLevelEstimate | None:
+    """:func:`lib.seed_tests.seed_level_estimate` of A - B on ``column``; paired by seed when both
+    systems come from one trained model (their common seeds), None without values on a side."""
+    values_a, values_b = seed_values(members, a, column), seed_values(members, b, column)
+    first = members[members.system == a].iloc[0] if (members.system == a).any() else None
+    second = members[members.system == b].iloc[0] if (members.system == b).any() else None
+    if first is None or second is None or values_a.empty or values_b.empty:
+        return None
+    model = trained_model(first)
+    if model is not None and model == trained_model(second):
+        common = values_a.index.intersection(values_b.index)
+        if len(common) == 0:
+            return None
+        return seed_level_estimate(values_a.loc[common], values_b.loc[common], paired=True)
+    return seed_level_estimate(values_a, values_b)
+
+
 def comparison_pairs(systems: pd.DataFrame) -> list[tuple[str, str, str]]:
     """``(question, a, b)`` of one (backbone, mixture, dataset, pool); ``systems``: one row per
-    system with ``base_system, method, debias, transductive`` and the means of the tested metrics.
-    ``b`` of the first question is chosen per metric later (``"better of mono/cross"``)."""
+    system with ``base_system, method, debias, transductive, train_sources``."""
     plain = systems[systems.debias == "none"]
     trained = plain[plain.method.isin(["sampler"]) & plain.train_sources.map(given)].base_system.tolist()
     hybrids = [s for s in trained if s.startswith("hybrid")]
     names = set(systems.system)
     pairs = []
     for hybrid in hybrids:
-        if {"mono", "cross"} <= set(trained):
-            pairs.append(("hybrid vs the better of mono and cross", hybrid, "better of mono/cross"))
+        for sampler in ("mono", "cross"):
+            if sampler in trained:
+                pairs.append(("hybrid vs each pure sampler", hybrid, sampler))
         competitor = debias_system_name("zero-shot", TRAINING_FREE)
         if competitor in names:
             pairs.append(("hybrid vs zero-shot + centering (no training)", hybrid, competitor))
@@ -94,61 +143,41 @@ def _per_query(runs: Sequence[str]) -> list[pd.DataFrame]:
     return [pd.read_parquet(outputs_dir() / run / "per_query.parquet") for run in runs]
 
 
-def extended_comparisons(results: pd.DataFrame, resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """Every comparison of the module's table, seed-aware, Holm over all rows, with a verdict."""
-    results = _with_system_columns(results)
-    complete = results[(results.status == "complete")].copy()
-    if complete.empty:
-        return pd.DataFrame(columns=EXTENDED_COLUMNS)
-    complete["train_sources"] = complete.train_sources.where(complete.train_sources.map(given), None)
+def exploratory_comparisons(results: pd.DataFrame, exclude: Sequence[tuple] = ()) -> pd.DataFrame:
+    """Every comparison of the module's table not in ``exclude`` (``(a, b, "setting metric")`` of
+    the primary analysis), with the seed-level test, Holm over this table, and a verdict."""
+    excluded = {tuple(e) for e in exclude}
     rows = []
-    for (backbone, dataset, _), group in complete.groupby(["backbone", "dataset", "n_candidates"], sort=False):
-        untrained = group[group.train_sources.isna()]
-        trained = group[group.train_sources.notna()]
-        for mixture in trained.train_sources.unique():
-            members = pd.concat([untrained, trained[trained.train_sources == mixture]])
-            runs = members.groupby("system", sort=False).eval_run.apply(list).to_dict()
-            systems = members.groupby("system", sort=False).first().reset_index()
-            means = members.groupby("system")[[f"{s} {m}" for m, s in TESTS]].mean()
-            for question, a, b in comparison_pairs(systems):
-                for metric, setting in TESTS:
-                    other = b
-                    if b == "better of mono/cross":         # by mean over seeds, in the metric's direction
-                        other = max(("mono", "cross"),
-                                    key=lambda s: DIRECTION[metric] * means.loc[s, f"{setting} {metric}"])
-                    table = seed_aware_comparisons({a: _per_query(runs[a]), other: _per_query(runs[other])},
-                                                   metric=metric, settings=(setting,), resamples=resamples, seed=seed)
-                    if len(table):
-                        rows.append({"question": question, "backbone": backbone, "train_sources": mixture,
-                                     "dataset": dataset, **table.iloc[0].to_dict()})
+    for context, members in comparison_contexts(results):
+        systems = members.groupby("system", sort=False).first().reset_index()
+        for question, a, b in comparison_pairs(systems):
+            for metric, setting in TESTS:
+                column = f"{setting} {metric}"
+                if (a, b, column) in excluded or (b, a, column) in excluded:
+                    continue
+                estimate = system_estimate(members, a, b, column)
+                if estimate is None or not estimate.testable:
+                    continue
+                low, high = estimate.interval(0.95)
+                rows.append({"question": question, **context, "setting": setting, "metric": metric, "a": a, "b": b,
+                             "seeds_a": estimate.n_a, "seeds_b": estimate.n_b, **estimate.as_dict(),
+                             "ci_low": low, "ci_high": high, "p_value": estimate.p_difference()})
     if not rows:
-        return pd.DataFrame(columns=EXTENDED_COLUMNS)
+        return pd.DataFrame(columns=EXPLORATORY_COLUMNS)
     table = pd.DataFrame(rows)
-    order = np.argsort(table.p_value.to_numpy(), kind="stable")
-    table["p_holm"] = _holm(table.p_value.to_numpy(), order)
-    table["p_holm_floor"] = np.minimum(1.0, len(table) * table.p_floor)
-    table["verdict"] = [verdict(r.delta, r.p_holm, r.equivalent, r.margin, r.metric) for r in table.itertuples()]
-    return table[EXTENDED_COLUMNS]
+    table["p_holm"] = holm(table.p_value.to_numpy())
+    table["verdict"] = [verdict(r.delta, r.p_holm, r.metric) for r in table.itertuples()]
+    return table[EXPLORATORY_COLUMNS]
 
 
-def _holm(p_values: np.ndarray, order: np.ndarray) -> np.ndarray:
-    m = len(p_values)
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p_values[order]))
-    return adjusted
+def verdict(delta: float, p_holm: float, metric: str, level: float = LEVEL) -> str:
+    """``better`` / ``worse`` (A against B, at p_holm < level), else ``no significant difference``."""
+    if p_holm < level and delta != 0:
+        return "better" if direction(metric) * delta > 0 else "worse"
+    return "no significant difference"
 
 
-def verdict(delta: float, p_holm: float, equivalent: bool, margin: float, metric: str) -> str:
-    """``better`` / ``worse`` (A against B, at p_holm < LEVEL), ``equivalent within ±margin`` (TOST),
-    else ``inconclusive``."""
-    if p_holm < LEVEL and delta != 0:
-        return "better" if DIRECTION.get(metric, 1) * delta > 0 else "worse"
-    if equivalent:
-        return f"equivalent within ±{margin:.3g}"
-    return "inconclusive"
-
-
-def extended_sentences(table: pd.DataFrame) -> list[str]:
+def exploratory_sentences(table: pd.DataFrame) -> list[str]:
     """One sentence per (dataset, question, A, B): each setting's verdict with delta, interval and p_holm."""
     sentences = []
     if table is None or table.empty:
@@ -156,9 +185,9 @@ def extended_sentences(table: pd.DataFrame) -> list[str]:
     for (sources, dataset, question, a, b), group in table.groupby(
             ["train_sources", "dataset", "question", "a", "b"], sort=False):
         parts = [f"{r.setting} {r.metric}: {r.verdict} ({r.delta:+.3f}, 95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}], "
-                 f"p_holm {max(r.p_holm, r.p_holm_floor):.2g}" + (" = floor" if r.p_holm <= r.p_holm_floor else "")
-                 + ")" for r in group.itertuples()]
-        sentences.append(f"{dataset} (trained on {sources}), {question}: {a} against {b}: " + "; ".join(parts) + ".")
+                 f"{r.design} t-test df {r.df:.1f}, p_holm {r.p_holm:.2g})" for r in group.itertuples()]
+        sentences.append(f"Exploratory: {dataset} (trained on {sources}), {question}: {a} against {b}: "
+                         + "; ".join(parts) + ".")
     return sentences
 
 

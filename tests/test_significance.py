@@ -131,7 +131,7 @@ def test_mean_over_seeds_keeps_common_queries():
 # --------------------------------------------------------------------------------------------
 # Statistics that count seeds
 
-from lib.significance import (equivalence_margin, hierarchical_bootstrap, p_value_floor,  # noqa: E402
+from lib.significance import (equivalence_margin, two_way_bootstrap, p_value_floor,  # noqa: E402
                               seed_aware_comparisons, seed_aware_test, seed_cluster_tables,
                               seed_permutation_test)
 
@@ -194,16 +194,16 @@ def test_seed_variance_widens_the_interval_over_the_seed_averaged_test():
     assert averaged.p_value < 0.01 and aware.p_value > averaged.p_value
 
 
-def test_hierarchical_bootstrap_of_identical_systems_is_zero_and_reproducible():
+def test_two_way_bootstrap_of_identical_systems_is_zero_and_reproducible():
     a, _ = simulate(np.random.default_rng(2))
-    replicates = hierarchical_bootstrap(a, a, resamples=200, seed=3)
-    np.testing.assert_array_equal(replicates, hierarchical_bootstrap(a, a, resamples=200, seed=3))
-    single = hierarchical_bootstrap(a[:1], a[:1], resamples=200, seed=3)  # one seed each: nothing to resample
+    replicates = two_way_bootstrap(a, a, resamples=200, seed=3)
+    np.testing.assert_array_equal(replicates, two_way_bootstrap(a, a, resamples=200, seed=3))
+    single = two_way_bootstrap(a[:1], a[:1], resamples=200, seed=3)  # one seed each: nothing to resample
     assert np.all(single == 0)
     result = seed_aware_test(a[:1], a[:1], resamples=200)
     assert result.p_value == 1 and result.delta == 0 and result.equivalent
     with pytest.raises(ValueError, match="clusters"):
-        hierarchical_bootstrap(a, a[:, :10])
+        two_way_bootstrap(a, a[:, :10])
 
 
 def test_seed_permutation_test_has_the_floor_of_a_three_seed_design():
