@@ -29,7 +29,7 @@ def metric_figure(results: pd.DataFrame, metrics: Sequence[str] = ("mono map", "
         frame = long[long.dataset == dataset]
         sns.barplot(data=frame, x="metric", y="value", hue="system", errorbar=None, ax=axis, alpha=0.8)
         sns.stripplot(data=frame, x="metric", y="value", hue="system", dodge=True, ax=axis, legend=False,
-                      color="black", size=3)
+                      palette="dark:black", size=3)   # black points (color= with hue is deprecated)
         axis.set_title(f"{dataset}")
         axis.set_xlabel("")
         if ylim is not None:
