@@ -95,15 +95,15 @@ def recorded_values(outputs: Path) -> dict[str, dict[str, Any]]:
     evaluation = _read(outputs / EVAL_RUN / "metrics.json")["summary"]
     bias = _read(outputs / "bias-nb" / "metrics.json")
     report = pd.read_csv(outputs / "report-nb" / "results.csv")
+    batches = {f"batches {sampler}": int(count) for sampler, count in sampling.groupby("sampler").size().items()}
     return {
         "01_data": {"groups": data["groups"], "train_groups": data["train_groups"],
                     "validation_groups": data["validation_groups"],
                     "question_exact_share": data["leakage"]["question"]["exact_share"],
                     "passage_exact_share": data["leakage"]["passage"]["exact_share"],
                     "n_eval_questions": data["leakage"]["question"]["n_eval"]},
-        "02_sampling": {"batches": sampling.groupby("sampler").size().to_dict(),
-                        "hybrid_mono_share": checks["hybrid_mono_share"],
-                        "batches_with_repeated_qid": checks["batches_with_repeated_qid"]},
+        "02_sampling": batches | {"hybrid_mono_share": checks["hybrid_mono_share"],
+                                  "batches_with_repeated_qid": checks["batches_with_repeated_qid"]},
         "03_train": {key: trained[key] for key in ("steps", "pairs", "final_train_loss", "best_val_loss")},
         "04_evaluate": {key: evaluation[key] for key in ("mono map", "cross map", "multi map", "multi rank_distance")},
         "05_bias": {key: value for key, value in bias["summary"].items() if isinstance(value, (int, float))},
@@ -118,7 +118,7 @@ def recorded_values(outputs: Path) -> dict[str, dict[str, Any]]:
 EXPECTED: dict[str, dict[str, Any]] = {
     "01_data": {"groups": 1148, "train_groups": 1033, "validation_groups": 115, "question_exact_share": 0.0,
                 "passage_exact_share": 0.0, "n_eval_questions": 1100},
-    "02_sampling": {"batches": {"cross": 50, "en": 50, "hybrid": 50, "mono": 50, "xx": 50},
+    "02_sampling": {"batches cross": 50, "batches en": 50, "batches hybrid": 50, "batches mono": 50, "batches xx": 50,
                     "hybrid_mono_share": 0.5, "batches_with_repeated_qid": 0},
     "03_train": {"steps": 4, "pairs": 32, "final_train_loss": 2.5729007720947266, "best_val_loss": 2.748032867908478},
     "04_evaluate": {"mono map": 0.37129949595858686, "cross map": 0.23282339440862165,
@@ -168,6 +168,27 @@ def test_train_notebook_ends_with_a_command_that_evaluates_its_model(chain):
     assert f"python -m lib.notebooks 04_evaluate.ipynb --run eval-{TRAIN_RUN} " in text
     assert f'--parameters \'{{"backbone": "{model}"}}\'' in text
     assert f"python -m lib.evaluate backbone={model} run=eval-{TRAIN_RUN}" in text
+
+
+def _check_lab_render():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_lab_render", PROJECT_ROOT / "scripts" / "check_lab_render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(_check_lab_render().chromium() is None,
+                    reason="Chromium is not installed (apt-get install chromium): the browser check of "
+                           "JupyterLab (scripts/check_lab_render.py) is skipped")
+@pytest.mark.parametrize("view", ["lab", "html"])
+def test_jupyterlab_renders_the_parameters_tables_and_figures(chain, tmp_path, view):
+    """02_sampling executed, opened in JupyterLab (and as nbconvert HTML) in headless Chromium."""
+    _, executed = chain
+    result = _check_lab_render().check(executed["02_sampling"], view, tmp_path)
+    assert result["expected_tables"] >= 2 and result["expected_figures"] >= 4     # what the notebook holds
+    assert result["ok"], result
 
 
 # ------------------------------------------------------------------ parameters a notebook lacks

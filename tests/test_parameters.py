@@ -88,7 +88,8 @@ def test_smoke_table_is_the_fields_metadata_and_covers_the_tiny_run():
 def test_injected_and_edited_values_win_over_the_smoke_profile():
     injected = "# Parameters\nsteps = 2\nrun = \"mine\"\n"
     namespace = _run_cells("03_train", injected, profile="smoke")
-    assert (namespace["steps"], namespace["run"], namespace["backbone"], namespace["batch_size"]) == (2, "mine", "tiny", 8)
+    assert (namespace["steps"], namespace["run"], namespace["backbone"], namespace["batch_size"]) == (
+        2, "mine", "tiny", 8)
     namespace = _run_cells("03_train", "# Parameters\nsteps = 150\n", profile="smoke")   # injected at its default
     assert namespace["steps"] == 150 and namespace["batch_size"] == 8
     namespace: dict = {}
