@@ -168,7 +168,7 @@ def from_overrides(cls: type[Config], path: str | Path | None = None, overrides:
     if path:
         if not Path(path).is_file():
             raise ValueError(f"--config {path}: no such file; give a YAML file of {cls.__name__} fields")
-        values = read_yaml_mapping(path, f"{cls.__name__} fields")
+        values.update(read_yaml_mapping(path, f"{cls.__name__} fields"))
     for item in overrides:
         try:
             key, value = parse_override(item)

@@ -116,7 +116,7 @@ def test_unknown_profile_is_refused(monkeypatch):
         _run_cells("05_bias", profile=None)
 
 
-def test_command_lines_honour_the_smoke_profile(monkeypatch, capsys):
+def test_command_lines_honour_the_smoke_profile(monkeypatch, tmp_path):
     """The CLIs start from the same table as the notebooks; key=value still wins."""
     from lib.parameters import parse_command_line
 
@@ -124,6 +124,10 @@ def test_command_lines_honour_the_smoke_profile(monkeypatch, capsys):
     config = parse_command_line(evaluate.EvaluateConfig, "python -m lib.evaluate", "", ["max_questions=5"])
     assert (config.backbone, config.max_questions) == ("tiny", 5)
     assert train.TrainConfig.from_file(None, ["steps=2"], profile="smoke").batch_size == 8
+    path = tmp_path / "evaluate.yaml"
+    path.write_text("dataset: mlqa-r\n")                 # a file keeps the profile's other values
+    config = parse_command_line(evaluate.EvaluateConfig, "python -m lib.evaluate", "", ["--config", str(path)])
+    assert (config.backbone, config.max_questions, config.dataset) == ("tiny", 40, "mlqa-r")
     monkeypatch.setenv("HBT_PROFILE", "full")
     config = parse_command_line(evaluate.EvaluateConfig, "python -m lib.evaluate", "", [])
     assert (config.backbone, config.max_questions) == ("me5-small-q4", None)
