@@ -7,7 +7,14 @@ a cycle (``tests/test_architecture.py`` parses lib/ and enforces both; docs/arch
 the map). Notebooks in ``notebooks/`` are thin stories over these modules.
 """
 
+import warnings
+
 __version__ = "0.1.0"
+
+# In a notebook's kernel without ipywidgets, tqdm.auto (here and in sentence-transformers) falls back
+# to text bars, which the executed notebook and runner.log keep; its "IProgress not found" warning
+# about that fallback is noise in every executed notebook.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("hardware", "io", "naming", "validation", "cli", "completion", "parameters", "tracking",

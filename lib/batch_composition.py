@@ -5,11 +5,14 @@ advanced. Separate from the samplers: they decide the batches, this module only 
 
     table = batch_composition(build_sampler("hybrid", groups, 32), groups, n_batches=500)
     summary = batch_summary(table); composition_checks(summary, table, alpha=0.5)
+
+``SamplingConfig`` is 02_sampling's parameters (its parameters cell is generated from it).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -18,7 +21,21 @@ import pandas as pd
 import seaborn as sns
 
 from lib.data import ParallelGroup
+from lib.parameters import param
 from lib.sampling import SAMPLERS, BatchSampler, SamplingError
+
+
+@dataclass
+class SamplingConfig:
+    """02_sampling's parameters: which groups every sampler draws from, and how many batches
+    (``notebook_config(SamplingConfig, globals())`` reads them in the notebook)."""
+
+    dataset: str = param("mlqa-r", "training groups: lib.training_data.lareqa_groups(dataset)")
+    batch_size: int = param(32, "pairs per batch")
+    alpha: float = param(0.5, "hybrid: probability that a batch is monolingual")
+    n_batches: int = param(500, "batches drawn from each sampler", smoke=50)
+    seed: int = param(0, "seed of every sampler")
+    run: str = param("sampling-mlqa-r", "output folder, outputs/<run>/")
 
 
 def batch_composition(sampler: BatchSampler, groups: Sequence[ParallelGroup], n_batches: int) -> pd.DataFrame:

@@ -453,7 +453,7 @@ class BiasConfig:
     """Every parameter of 05_bias (``python -m lib.bias --notebook-parameters`` prints its cell)."""
 
     runs: str = param("zeroshot-me5-small-q4-xquad-r-sentence", "comma-separated evaluation runs (folders of "
-                      "outputs/ written by 04_evaluate); several = a comparison", smoke="eval-tiny-xquad-r")
+                      "outputs/ written by 04_evaluate); several: a comparison", smoke="eval-tiny-xquad-r")
     top_k: int = param(10, "the top-k whose languages are counted")
     device: str = param("auto", "auto | cpu | cuda (only to re-encode on an embedding-cache miss)")
     run: str = param("", "output folder; empty: bias-<first run>")

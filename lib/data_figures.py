@@ -9,10 +9,13 @@ them and saves what they return.
     split_counts(train, validation)                      # groups per language on each side
     grid = leakage_figure(report, "mlqa-r", "xquad-r")   # a seaborn FacetGrid, one panel per kind
     data_summary("mlqa-r", "xquad-r", groups, train, validation, report)   # summary.json
+
+``DataConfig`` is 01_data's parameters (its parameters cell is generated from it).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -20,7 +23,23 @@ import pandas as pd
 import seaborn as sns
 
 from lib.data import ParallelGroup
+from lib.parameters import param
 from lib.training_data import language_counts, languages_per_group
+
+
+@dataclass
+class DataConfig:
+    """01_data's parameters: the training groups of one LAReQA benchmark and their leakage into
+    another (``notebook_config(DataConfig, globals())`` reads them in the notebook)."""
+
+    train_dataset: str = param("mlqa-r", "LAReQA benchmark of the training groups: mlqa-r | xquad-r")
+    eval_dataset: str = param("xquad-r", "LAReQA benchmark checked for leakage of training texts")
+    candidate_context: str = param("sentence", "positives as sentences, or sentence + paragraph (as TrainConfig)")
+    max_negatives: int = param(3, "hard negatives kept per group and language (as TrainConfig)")
+    near_threshold: float = param(0.9, "near duplicate: character 3-5-gram TF-IDF cosine at or above this")
+    eval_max_questions: int | None = param(None, "evaluation questions kept per language for the leakage "
+                                           "check; None: all", smoke=100)
+    run: str = param("data-mlqa-r", "output folder, outputs/<run>/")
 
 
 def groups_figure(counts: pd.DataFrame, languages_per_group: dict[int, int], dataset: str):

@@ -41,7 +41,7 @@ from lib.dropout import resolve_dropout_masks
 from lib.hardware import resolve_precision
 from lib import parameters
 from lib.io import save_figure
-from lib.parameters import fields_help, from_namespace, from_overrides, param
+from lib.parameters import PROFILE_HELP, active_profile, fields_help, from_namespace, from_overrides, param, smoke_values
 from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import objective_text, train_run_name
 from lib.sources import source_languages
@@ -80,13 +80,13 @@ class TrainConfig:
     batch_size: int = param(32, "pairs per contrastive batch (over all processes)", smoke=8)
     hard_negatives: bool = param(True, "add each pair's hard negative to the candidates")
     negative_language: str = param("passage", "language of the hard negative: passage | query")
-    temperature: float = param(0.05, "InfoNCE tau (0.05 = scale 20)", section="loss and optimisation")
+    temperature: float = param(0.05, "InfoNCE tau (0.05: scale 20)", section="loss and optimisation")
     symmetric: bool = param(False, "add the passage-to-query direction")
     steps: int = param(150, "optimizer steps", smoke=4)
     learning_rate: float = param(3e-5, "AdamW peak learning rate")
     weight_decay: float = param(0.01, "AdamW weight decay (not on biases and LayerNorm)")
     warmup_ratio: float = param(0.1, "share of steps with a linearly rising learning rate")
-    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)")
+    max_grad_norm: float = param(1.0, "gradient clipping (0: off)")
     grad_accumulation: int = param(1, "batches per optimizer step")
     mini_batch_size: int = param(0, "gradient caching (lib.gradcache): pairs per process encoded at once, "
                                  "the memory of a chunk with the gradients of the whole batch; 0: off")
@@ -119,9 +119,9 @@ class TrainConfig:
     validation_batch_size: int = param(0, "pairs per validation batch; 0: batch_size, lowered to what the "
                                          "held-out ids allow (the value used is in config.json)")
     validation_batches: int = param(8, "fixed validation batches of validation_batch_size pairs")
-    eval_every: int = param(25, "steps between validation losses (0 = only at the end)")
-    patience: int = param(3, "evaluations without improvement before stopping (0 = never)")
-    checkpoint_every: int = param(50, "steps between checkpoints (0 = none)")
+    eval_every: int = param(25, "steps between validation losses (0: only at the end)")
+    patience: int = param(3, "evaluations without improvement before stopping (0: never)")
+    checkpoint_every: int = param(50, "steps between checkpoints (0: none)")
     keep_checkpoints: int = param(2, "checkpoints kept (the latest ones)")
     run: str = param("", "outputs/<run>; empty: lib.naming.train_run_name (backbone, sampler, sources, seed)")
     resume: bool = param(True, "continue from the latest checkpoint of the run")
@@ -276,17 +276,18 @@ class TrainConfig:
         return from_namespace(cls, namespace)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> "TrainConfig":
-        """A YAML (or JSON) file of parameters, then ``key=value`` overrides (values parsed as YAML;
-        ``lib.parameters.from_overrides``)."""
+    def from_file(cls, path: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                  profile: str = "full") -> "TrainConfig":
+        """The profile's values (smoke: ``SMOKE_PROFILE``), a YAML (or JSON) file of parameters, then
+        ``key=value`` overrides (values parsed as YAML; ``lib.parameters.from_overrides``)."""
         try:
-            return from_overrides(cls, path, overrides)
+            return from_overrides(cls, path, overrides, profile)
         except ValueError as error:
             raise TrainError(str(error)) from None
 
 
 # The notebooks' CI profile (HBT_PROFILE=smoke): the TrainConfig defaults it replaces.
-SMOKE_PROFILE = {f.name: f.metadata["smoke"] for f in dataclasses.fields(TrainConfig) if "smoke" in f.metadata}
+SMOKE_PROFILE = smoke_values(TrainConfig)
 
 
 ONE_LANGUAGE_SAMPLERS = ("en", "mono")   # the samplers that need no second language
@@ -356,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     ``--help`` lists every TrainConfig field, ``--notebook-parameters`` prints 03_train's parameters cell."""
     parser = argparse.ArgumentParser(prog="python -m lib.train", description="Contrastive fine-tuning of the dual "
                                      "encoder; every TrainConfig field can be set as key=value.",
-                                     epilog="training parameters (key=value; default, help):\n" + fields_help(TrainConfig),
+                                     epilog="training parameters (key=value; default, help):\n" + fields_help(TrainConfig)
+                                     + PROFILE_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of TrainConfig fields")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. steps=100 sampler=mono")
@@ -368,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     if args.notebook_parameters:
         print(notebook_parameters())
         return None
-    config = TrainConfig.from_file(args.config, args.overrides)
+    config = TrainConfig.from_file(args.config, args.overrides, profile=active_profile())
     result = train(config, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"model: {result.model_dir}\nbest model: {result.best_model_dir}\nmetrics: {result.metrics}")

@@ -1,13 +1,16 @@
-"""Check, in a real headless browser, that an executed notebook of outputs/ shows its tables and figures.
+"""Check, in a real headless browser, that an executed notebook shows its parameters, tables and figures.
 
-A maintainer's check (slow, needs Chromium: ``apt-get install chromium``; not part of CI). Two views:
+Needs Chromium (``apt-get install chromium``); ``tests/test_notebooks.py`` runs it on an executed
+notebook when Chromium is installed and skips otherwise. Two views:
 
-* ``lab``: JupyterLab as the user meets it (``make lab``): a server on a free local port, the
-  notebook opened at ``/lab/tree/...`` in headless Chromium, the rendered page read back;
+* ``lab``: JupyterLab as the user meets it (``make lab``): a server on a free local port serving
+  the notebook's folder, the notebook opened at ``/lab/tree/...`` in headless Chromium, the
+  rendered page read back;
 * ``html``: the notebook converted by nbconvert and rendered by Chromium.
 
-Each must show as many tables (``<table>``) and figures (``<img>`` of a PNG) as the notebook's
-outputs hold. A screenshot of each view is written beside this script's output folder.
+Each must show the first line of the parameters cell and as many tables (``<table>``) and figures
+(``<img>`` of a PNG) as the notebook's outputs hold. A screenshot of each view is written to the
+output folder.
 
     python scripts/check_lab_render.py outputs/<run>/04_evaluate.ipynb [--views lab,html] [--out DIR]
 """
@@ -15,6 +18,7 @@ outputs hold. A screenshot of each view is written beside this script's output f
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import re
@@ -45,16 +49,34 @@ def expected_outputs(notebook: Path) -> tuple[int, int]:
     return tables, figures
 
 
-def chromium() -> str:
+def parameters_line(notebook: Path) -> str:
+    """The first line of the notebook's parameters cell (what the page must show as text)."""
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            return cell.source.splitlines()[0]
+    return ""
+
+
+def shows_text(dom: str, line: str) -> bool:
+    """``line`` in the page's text (tags removed: highlighted code is split into spans)."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", dom)).replace("\u00a0", " ")
+    return " ".join(line.split()) in " ".join(text.split())
+
+
+def chromium() -> str | None:
+    """The Chromium (or Chrome) binary on PATH, or None."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    sys.exit("no Chromium found: apt-get install chromium")
+    return None
 
 
 def rendered_dom(url: str, screenshot: Path, wait_ms: int) -> str:
     """The page's DOM after ``wait_ms`` of virtual time, and a screenshot."""
-    common = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    browser = chromium()
+    if browser is None:
+        sys.exit("no Chromium found: apt-get install chromium")
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
               "--window-size=1400,6000", f"--virtual-time-budget={wait_ms}", "--hide-scrollbars"]
     dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=300, check=True).stdout
     subprocess.run([*common, f"--screenshot={screenshot}", url], capture_output=True, timeout=300, check=False)
@@ -81,7 +103,7 @@ def free_port() -> int:
 
 
 def lab_view(notebook: Path, out: Path) -> str:
-    """Serve the project with JupyterLab (no token, local only), open the notebook, read the page."""
+    """Serve the notebook's folder with JupyterLab (no token, local only), open it, read the page."""
     port = free_port()
     settings = Path(tempfile.mkdtemp(prefix="lab-settings-"))
     for name, values in LAB_SETTINGS.items():
@@ -91,8 +113,9 @@ def lab_view(notebook: Path, out: Path) -> str:
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings)}
     server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
                                "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
-                               f"--ServerApp.root_dir={PROJECT_ROOT}", *(["--allow-root"] if os.geteuid() == 0 else [])], env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(out / "lab-server.log", "w"))
+                               f"--ServerApp.root_dir={notebook.resolve().parent}",
+                               *(["--allow-root"] if os.geteuid() == 0 else [])],
+                              env=env, stdout=subprocess.DEVNULL, stderr=open(out / "lab-server.log", "w"))
     try:
         for _ in range(120):
             if server.poll() is not None:
@@ -102,12 +125,25 @@ def lab_view(notebook: Path, out: Path) -> str:
                 break
             except OSError:
                 time.sleep(1)
-        relative = notebook.resolve().relative_to(PROJECT_ROOT)
-        return rendered_dom(f"http://127.0.0.1:{port}/lab/tree/{relative}", out / f"{notebook.stem}-lab.png", 60000)
+        return rendered_dom(f"http://127.0.0.1:{port}/lab/tree/{notebook.name}", out / f"{notebook.stem}-lab.png",
+                            60000)
     finally:
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(settings, ignore_errors=True)
+
+
+def check(notebook: Path, view: str, out: Path) -> dict:
+    """What ``view`` (lab or html) rendered of ``notebook``: tables, figures, and whether the
+    parameters cell's first line shows, beside what the notebook's outputs hold."""
+    dom = {"lab": lab_view, "html": html_view}[view](notebook, out)
+    tables, figures = count_rendered(dom)
+    want_tables, want_figures = expected_outputs(notebook)
+    parameters = shows_text(dom, parameters_line(notebook))
+    return {"view": view, "tables": tables, "figures": figures, "parameters": parameters,
+            "expected_tables": want_tables, "expected_figures": want_figures,
+            "ok": parameters and tables >= want_tables and figures >= want_figures and want_tables + want_figures > 0,
+            "screenshot": out / f"{notebook.stem}-{view}.png"}
 
 
 def main(argv=None) -> int:
@@ -124,11 +160,11 @@ def main(argv=None) -> int:
     print(f"{notebook}: {want[0]} tables and {want[1]} figures in its outputs")
     failures = 0
     for view in args.views.split(","):
-        got = count_rendered({"lab": lab_view, "html": html_view}[view](notebook, out))
-        ok = got[0] >= want[0] and got[1] >= want[1] and sum(want) > 0
-        failures += not ok
-        print(f"{view}: {'ok' if ok else 'FAILED'}: {got[0]} tables and {got[1]} figures rendered "
-              f"(screenshot: {out / f'{notebook.stem}-{view}.png'})")
+        result = check(notebook, view, out)
+        failures += not result["ok"]
+        print(f"{view}: {'ok' if result['ok'] else 'FAILED'}: {result['tables']} tables and {result['figures']} "
+              f"figures rendered, parameters cell {'shown' if result['parameters'] else 'MISSING'} "
+              f"(screenshot: {result['screenshot']})")
     return 1 if failures else 0
 
 

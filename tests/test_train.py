@@ -325,10 +325,14 @@ def _notebook_parameters_cell() -> str:
 
 
 def _notebook_parameters(monkeypatch, profile: str) -> dict:
+    """The namespace after the parameters cell and the cell after it (``notebook_config``)."""
+    from lib.parameters import notebook_config
+
     monkeypatch.setenv("HBT_PROFILE", profile)
     namespace: dict = {}
     exec(_notebook_parameters_cell(), namespace)
-    return {k: v for k, v in namespace.items() if k not in ("os", "profile", "__builtins__")}
+    notebook_config(TrainConfig, namespace)
+    return {k: v for k, v in namespace.items() if k != "__builtins__"}
 
 
 def test_every_config_field_has_help():
@@ -338,8 +342,7 @@ def test_every_config_field_has_help():
 
 def test_notebook_parameters_cell_is_generated_from_train_config():
     assert _notebook_parameters_cell() == notebook_parameters(), (
-        "notebooks/03_train.ipynb's parameters cell is out of date: paste the output of "
-        "`python -m lib.train --notebook-parameters` into it")
+        "notebooks/03_train.ipynb's parameters cell is out of date: run python scripts/sync_parameters.py")
 
 
 def test_notebook_parameters_are_train_config_fields_and_defaults(monkeypatch):
