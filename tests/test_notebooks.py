@@ -32,6 +32,7 @@ from lib.batch_composition import SamplingConfig
 from lib.bias import BiasConfig
 from lib.data_figures import DataConfig
 from lib.evaluate import EvaluateConfig
+from lib.gather import report_values
 from lib.io import PROJECT_ROOT
 from lib.parameters import smoke_values
 from lib.report import ReportConfig
@@ -92,7 +93,7 @@ def recorded_values(outputs: Path) -> dict[str, dict[str, Any]]:
     sampling = pd.read_csv(outputs / "sampling-nb" / "batch_summary.csv")
     checks = _read(outputs / "sampling-nb" / "checks.json")
     trained = _read(outputs / TRAIN_RUN / "metrics.json")
-    evaluation = _read(outputs / EVAL_RUN / "metrics.json")["summary"]
+    evaluation = report_values(_read(outputs / EVAL_RUN / "metrics.json"), "xquad-r")   # the report's labels
     bias = _read(outputs / "bias-nb" / "metrics.json")
     report = pd.read_csv(outputs / "report-nb" / "results.csv")
     batches = {f"batches {sampler}": int(count) for sampler, count in sampling.groupby("sampler").size().items()}
