@@ -98,6 +98,7 @@ class EvaluationRequest:
     debias: str = "none"                  # LAReQA: comma-separated lib.debias variants, "none" first
     precision: str = "auto"               # LAReQA encoding: auto | fp32 | bf16 (lib.hardware)
     run_depth: int = 100                  # LAReQA: TREC run files with the top run_depth (0 = none)
+    keep_embeddings: bool = False         # MIRACL: keep the corpus embeddings after a complete evaluation
 
 
 # evaluate(model, request) -> (evaluation, the dataset's entries of config.json in order, "index" among them)

@@ -27,7 +27,13 @@ Rules shared by all samplers:
   source ``s`` this sampler can use and ``T = source_temperature``. ``T = 1`` is the paper's
   "sampled based on dataset size" (sentence-transformers' ``ProportionalBatchSampler`` in
   expectation, though ours draws the source i.i.d. per batch instead of exhausting every
-  source); large ``T`` flattens towards uniform over sources.
+  source); large ``T`` flattens towards uniform over sources. ``source_sizes`` replaces ``n_s``
+  by a declared size (the paper's set sizes, ``params/sources/*.yaml`` ``size``: mMARCO's 39.8M
+  triples against the few thousand ids a run loads), so that the mix follows the full sets.
+* **Sources without translations** (English only: the paper's Mr. TyDi and MFAQ) have no pair
+  of two languages: ``en``, ``xx`` and ``mono`` use them (their batches English), ``cross`` and
+  ``hybrid``'s cross batches cannot, and those draw over the parallel sources alone (the
+  probabilities renormalised over them; ``source_probabilities()`` shows each kind's).
 * **Epoch.** An epoch is ``batches_per_epoch`` batches, by default
   ``usable groups // batch_size`` (every group seen about once). Within an epoch, each pool
   (one source, and for ``mono`` one language) hands out its groups without replacement: a
@@ -132,7 +138,7 @@ class BatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, groups: Sequence[ParallelGroup], batch_size: int, seed: int = 0,
                  source_temperature: float = 1.0, languages: list[str] | None = None,
-                 batches_per_epoch: int | None = None):
+                 batches_per_epoch: int | None = None, source_sizes: dict[str, float] | None = None):
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise SamplingError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -151,6 +157,10 @@ class BatchSampler(torch.utils.data.Sampler):
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.source_temperature = float(source_temperature)
+        self.source_sizes = {str(k): float(v) for k, v in (source_sizes or {}).items()}
+        bad = {k: v for k, v in self.source_sizes.items() if not v > 0}
+        if bad:
+            raise SamplingError(f"source_sizes {bad}: a declared source size must be > 0 (params/sources/*.yaml `size`)")
         present = sorted({lang for group in self.groups for lang in group.languages})
         if languages is None:
             self.languages = present
@@ -238,13 +248,14 @@ class BatchSampler(torch.utils.data.Sampler):
         return f"sampler {self.name!r} has no usable groups with languages={self.languages}"
 
     def _weights(self, kind: str) -> tuple[list[str], np.ndarray]:
-        """Sources of ``kind`` and their probabilities, proportional to (usable ids) ** (1 / T)."""
+        """Sources of ``kind`` and their probabilities, proportional to size ** (1 / T): the declared
+        ``source_sizes[s]`` where given (the paper's set sizes), else the usable ids."""
         sources: dict[str, set[int]] = {}
         for (k, source, _), members in self._members.items():
             if k == kind:
                 sources.setdefault(source, set()).update(self._qid_codes[members].tolist())
         names = sorted(sources)
-        sizes = np.array([len(sources[s]) for s in names], dtype=np.float64)
+        sizes = np.array([self.source_sizes.get(s, len(sources[s])) for s in names], dtype=np.float64)
         weights = sizes ** (1.0 / self.source_temperature)
         return names, weights / weights.sum()
 
@@ -331,7 +342,8 @@ class BatchSampler(torch.utils.data.Sampler):
                 "batches_per_epoch": self.batches_per_epoch,
                 "source_temperature": self.source_temperature, "languages": self.languages,
                 "kinds": self._kind_weights,
-                "groups": self._fingerprint}
+                "groups": self._fingerprint,
+                **({"source_sizes": self.source_sizes} if self.source_sizes else {})}
 
     def state_dict(self, position: int | None = None) -> dict:
         """JSON-serialisable state: the configuration, ``epoch`` and ``position``.
@@ -467,7 +479,8 @@ def _check_alpha(alpha: float) -> float:
 
 def build_sampler(name: str, groups: Sequence[ParallelGroup], batch_size: int, seed: int = 0,
                   alpha: float = 0.5, source_temperature: float = 1.0,
-                  languages: list[str] | None = None, batches_per_epoch: int | None = None) -> BatchSampler:
+                  languages: list[str] | None = None, batches_per_epoch: int | None = None,
+                  source_sizes: dict[str, float] | None = None) -> BatchSampler:
     """The sampler called ``name`` (one of ``SAMPLERS``); ``alpha`` is used by ``hybrid`` only
     (but must lie in [0, 1] whatever the sampler).
 
@@ -478,7 +491,7 @@ def build_sampler(name: str, groups: Sequence[ParallelGroup], batch_size: int, s
         raise SamplingError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
     _check_alpha(alpha)
     options = dict(seed=seed, source_temperature=source_temperature, languages=languages,
-                   batches_per_epoch=batches_per_epoch)
+                   batches_per_epoch=batches_per_epoch, source_sizes=source_sizes)
     if name == "hybrid":
         options["alpha"] = alpha
     return SAMPLER_CLASSES[name](groups, batch_size, **options)

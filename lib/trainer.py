@@ -73,6 +73,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from lib.backbones import load_model
 from lib.checkpoint import (CorruptCheckpointError, checkpoint_step, checkpoints, load_latest_readable_checkpoint,
+                            read_checkpoint_state,
                             rng_state, save_model, set_rng_state, set_seed, write_checkpoint)
 from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, to_device
 from lib.dropout import use_numpy_dropout
@@ -82,7 +83,7 @@ from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_prove
 from lib.losses import InfoNCELoss
 from lib.model_card import attach_card_data, training_card_data
 from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size
-from lib.sources import load_source_groups
+from lib.sources import declared_sizes, load_source_groups
 from lib.tracking import Tracker, open_tracker
 from lib.training_data import split_by_qid
 
@@ -271,9 +272,10 @@ def _set_up_batches(run: _Run) -> None:
     collator = PairCollator(run.encoder.tokenizer, run.encoder.backbone, config.hard_negatives)
     sampler_options = dict(seed=config.seed, source_temperature=config.source_temperature,
                            languages=config.language_list())
+    sizes = declared_sizes(config.source_list()) if getattr(config, "source_weighting", "loaded") == "declared" else None
     try:
         run.sampler = build_sampler(config.sampler, train_groups, config.batch_size, alpha=config.alpha,
-                                    **sampler_options)
+                                    source_sizes=sizes, **sampler_options)
     except SamplingError as error:
         raise TrainError(f"training batches: {error}") from None
     dataset = PairDataset(train_groups, config.hard_negatives, config.negative_language, config.seed)
@@ -323,7 +325,11 @@ def _resume(run: _Run) -> None:
     config, processes, path = run.config, run.processes, run.path
     existing = checkpoints(path)
     saved = None
-    if existing and config.resume:  # a damaged newest checkpoint: reported, the one before it is used
+    if existing and config.resume and _is_stripped(existing[-1]):  # finished, weights in model/
+        saved = read_checkpoint_state(existing[-1])
+        _check_same_config(saved["config"], asdict(config), existing[-1])
+        run.resumed_from = existing[-1]
+    elif existing and config.resume:  # a damaged newest checkpoint: reported, the one before it is used
         try:
             run.resumed_from, saved = load_latest_readable_checkpoint(
                 existing, run.encoder, run.optimizer, lambda state, where: _check_same_config(
@@ -547,7 +553,28 @@ def _finish(run: _Run) -> TrainResult:
     }
     if run.processes.main:
         write_json(path / "metrics.json", metrics)
+        if not getattr(config, "keep_optimizer_state", True):
+            strip_finished_checkpoints(path)
     return TrainResult(path, model_dir, best_dir, metrics, log)
+
+
+def _is_stripped(checkpoint: Path) -> bool:
+    """A finished run's last checkpoint without weights and optimizer (``strip_finished_checkpoints``)."""
+    return ((checkpoint / "state.pt").is_file() and not (checkpoint / "optimizer.pt").exists()
+            and not (checkpoint / "model.pt").exists())
+
+
+def strip_finished_checkpoints(path: Path) -> None:
+    """A finished run keeps ``model/`` and ``model-best/`` (weights only) and, of its checkpoints, only
+    the last one's ``state.pt`` / ``state.json`` (trainer log, sampler, config: a rerun of the run
+    finds it finished): the optimizer state (twice the weights in AdamW) and the checkpoint weights
+    go (XLM-R base: about 6.7 GB per run). ``keep_optimizer_state=true`` keeps everything."""
+    kept = checkpoints(path)
+    for old in kept[:-1]:
+        shutil.rmtree(old, ignore_errors=True)
+    for name in ("optimizer.pt", "model.pt"):
+        if kept:
+            (kept[-1] / name).unlink(missing_ok=True)
 
 
 def run_training(config, groups=None, progress: bool = True,
