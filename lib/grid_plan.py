@@ -569,7 +569,7 @@ def estimate_arithmetic(grid: Grid) -> list[str]:
             lines.append(f"evaluate: {detail} (+ {overhead:g} s per job) = {rows.estimate_s.sum() / 3600:.2f} h")
         elif kind != "translate":
             lines.append(f"{kind}: {len(rows)} jobs = {rows.estimate_s.sum() / 3600:.2f} h (incl. {overhead:g} s per job)")
-    lines.append(f"total: {table.estimate_s.sum() / 3600:.2f} h of one GPU (guesses from the grid's `estimate` "
+    lines.append(f"total: {table.estimate_s.sum() / 3600:.2f} h for one worker (guesses from the grid's `estimate` "
                  "section, not measurements)")
     return lines
 

@@ -91,7 +91,9 @@ from lib.training_data import split_by_qid
 # on one machine; a different device or precision changes the rounding, not the recipe; the dropout
 # masks' generator follows the device under auto and changes which masks, not their distribution).
 RESUME_MAY_DIFFER = ("resume", "device", "precision", "dropout_masks", "mini_batch_size", "checkpoint_every", "keep_checkpoints",
-                     "data_dir", "report_to")
+                     "data_dir", "report_to", "keep_optimizer_state")
+# fields added after checkpoints were written: a checkpoint without one was made with this value
+ADDED_FIELD_DEFAULTS = {"source_weighting": "loaded"}
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_loss", "pairs_per_second", "elapsed_s"]
 
 
@@ -353,8 +355,8 @@ def _resume(run: _Run) -> None:
 
 
 def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
-    different = {key: (saved.get(key), value) for key, value in current.items()
-                 if key not in RESUME_MAY_DIFFER and saved.get(key) != value}
+    different = {key: (saved.get(key, ADDED_FIELD_DEFAULTS.get(key)), value) for key, value in current.items()
+                 if key not in RESUME_MAY_DIFFER and saved.get(key, ADDED_FIELD_DEFAULTS.get(key)) != value}
     if different:
         detail = "; ".join(f"{key}: checkpoint {old!r}, now {new!r}" for key, (old, new) in different.items())
         raise TrainError(

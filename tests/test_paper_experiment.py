@@ -179,3 +179,23 @@ def test_gpu_check_dry_run_prints_what_it_would_measure_on_cpu():
     for expected in ("xlmr-shaped", "hidden 768, 12 layers, vocab 250,002", "batch 100",
                      "mini_batch_size", "peak GPU memory", "passages/s", "me5-small-q4"):
         assert expected in done.stdout
+
+
+def test_a_finished_run_keeps_its_weights_without_optimizer_state_and_a_rerun_finds_it_finished(tmp_path, monkeypatch):
+    from lib.checkpoint import checkpoints
+    from lib.train import train
+    from tests.test_train import small_config, split, synthetic_groups
+
+    monkeypatch.setenv("HBT_OUTPUTS", str(tmp_path))
+    config = small_config(steps=4, eval_every=2, checkpoint_every=2, run="stripped")
+    first = train(config, groups=split(synthetic_groups()), progress=False)
+    kept = checkpoints(first.run_dir)
+    assert [p.name for p in kept] == ["step-000004"] and not (kept[0] / "optimizer.pt").exists()
+    assert (first.model_dir / "model.safetensors").is_file() and (first.best_model_dir / "model.safetensors").is_file()
+    again = train(config, groups=split(synthetic_groups()), progress=False)      # nothing left to train
+    assert again.metrics["resumed_from_step"] == 4 and again.metrics["steps"] == 4
+    assert again.metrics["best_val_loss"] == pytest.approx(first.metrics["best_val_loss"])
+    full = train(small_config(steps=4, eval_every=2, checkpoint_every=2, run="full", keep_optimizer_state=True),
+                 groups=split(synthetic_groups()), progress=False)
+    assert [p.name for p in checkpoints(full.run_dir)] == ["step-000002", "step-000004"]
+    assert (checkpoints(full.run_dir)[-1] / "optimizer.pt").is_file()
