@@ -174,7 +174,8 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
                    batch_size: int = 64, device: str = "auto", run: str = "",
                    max_questions: int | None = None, languages: list[str] | None = None,
                    data_dir: str | None = None, index: str = "flat", debias: str = "none",
-                   precision: str = "auto", run_depth: int = RUN_DEPTH) -> tuple[Evaluation, Path]:
+                   precision: str = "auto", run_depth: int = RUN_DEPTH,
+                   keep_embeddings: bool = False) -> tuple[Evaluation, Path]:
     """Everything 04_evaluate does, in one call: load, encode, search, score, write ``outputs/<run>/``.
 
     ``backbone`` is a registry name (``params/backbones``) or a trained model folder; ``dataset``
@@ -185,7 +186,8 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     ``<run>-<variant>`` (``lib.naming.debias_run_name``), from the same embeddings. ``precision``:
     LAReQA's encoding precision (auto | fp32 | bf16, ``lib.hardware.resolve_precision``; recorded
     resolved in config.json). ``run_depth``: LAReQA's TREC run files keep the top ``run_depth`` of
-    every ranking (0: none).
+    every ranking (0: none). ``keep_embeddings``: MIRACL's corpus embeddings stay on disk after a
+    complete evaluation (default: deleted, about 177 GB per 768-dimensional model).
     """
     evaluator = evaluator_for(dataset)
     batch_size, max_questions, run_depth = check_evaluation_parameters(backbone, candidate_context, batch_size,
@@ -195,7 +197,8 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
         raise ValueError(f"debias={debias!r} applies to the LAReQA datasets {LAREQA_DATASETS}, not {dataset!r}; "
                          "leave it at 'none'")
     request = EvaluationRequest(dataset, candidate_context, batch_size, max_questions, languages, data_dir, index,
-                                debias=",".join(variants), precision=precision, run_depth=run_depth)
+                                debias=",".join(variants), precision=precision, run_depth=run_depth,
+                                keep_embeddings=bool(keep_embeddings))
     device = default_device() if device == "auto" else device
     started = time.perf_counter()
     model = load_model(backbone, device=device)
@@ -241,6 +244,8 @@ class EvaluateConfig:
                            "bf16 on a CPU with bf16 units, else fp32); scores and metrics stay fp32")
     run_depth: int = param(RUN_DEPTH, "LAReQA: TREC run files (outputs/<run>/trec/) with the top run_depth candidates "
                            "of every ranking; 0: none (full XQuAD-R: ~185 MB and ~60 s per run and variant)")
+    keep_embeddings: bool = param(False, "MIRACL: keep the corpus embeddings (outputs/cache/miracl/) after a "
+                                  "complete evaluation; false: deleted (about 177 GB per 768-dim model)")
     run: str = param("", "outputs/<run>; empty: eval-<backbone>-<dataset>[-paragraph]")
 
 
@@ -250,7 +255,8 @@ def evaluate_step(config: EvaluateConfig) -> tuple[Evaluation, Path]:
     return run_evaluation(config.backbone, dataset=config.dataset, candidate_context=config.candidate_context,
                           batch_size=config.batch_size, device=config.device, run=config.run,
                           max_questions=config.max_questions, languages=languages, index=config.index,
-                          debias=config.debias, precision=config.precision, run_depth=config.run_depth)
+                          debias=config.debias, precision=config.precision, run_depth=config.run_depth,
+                          keep_embeddings=config.keep_embeddings)
 
 
 def main(argv=None) -> tuple[Evaluation, Path] | None:

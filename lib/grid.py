@@ -36,13 +36,14 @@ import pandas as pd
 
 from lib.backbones import BackboneError
 from lib.cli import run_cli
-from lib.downloads import download_table
-from lib.grid_plan import (Grid, GridError, cell_table, check_notebook_parameters, estimate_seconds,
-                           expand_cells, load_grid, plan_jobs)
+from lib.downloads import download_table, preflight
+from lib.grid_plan import (Grid, GridError, cell_table, check_notebook_parameters, estimate_arithmetic, estimate_seconds,
+                           expand_cells, grid_sources, load_grid, plan_jobs, plan_needs)
 from lib.grid_systems import MERGE_JOB
 from lib.io import run_dir, write_json, write_text
 from lib.notebooks import execute_subprocess, executed_parameters, is_complete
 from lib.scheduler import Job, run_jobs
+from lib.sources import TRANSLATE_JOB, translate_sources_job
 from lib.train import TrainError
 from lib.weight_systems import build_weight_system
 
@@ -79,7 +80,8 @@ def check_complete_runs(grid: Grid, jobs: Sequence[Job]) -> None:
 
 
 def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = False,
-             execute: Callable | None = None, kinds: Sequence[str] = ("train", "merge", "evaluate", "bias", "report"),
+             execute: Callable | None = None,
+             kinds: Sequence[str] = ("translate", "train", "merge", "evaluate", "bias", "report"),
              check_parameters: bool = True, workers: int = 1, devices: Sequence[str] | None = None) -> pd.DataFrame:
     """Execute the grid's jobs (complete ones are skipped) and return the job table.
 
@@ -98,7 +100,10 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
     def execute(notebook, run, parameters, force=False, env=None):    # merge jobs are modules, not notebooks
         if notebook == MERGE_JOB:
             return build_weight_system(run, parameters, force=force)
+        if notebook == TRANSLATE_JOB:
+            return translate_sources_job(run, parameters, force=force)
         return notebook_execute(notebook, run, parameters, force=force, env=env)
+    refuse_unless_ready(grid, workers)
     jobs = [job for job in plan_jobs(grid) if job.kind in kinds]
     if check_parameters and notebook_execute is execute_subprocess:
         check_notebook_parameters(grid)
@@ -122,7 +127,7 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
 # command line
 
 
-def dry_run(grid: Grid) -> None:
+def dry_run(grid: Grid, workers: int = 1) -> None:
     """``--dry-run``: every job with its estimate, the totals, and the downloads the registries
     declare for the grid's backbones, training sources and every dataset some job evaluates."""
     table = estimate_seconds(grid)
@@ -130,7 +135,8 @@ def dry_run(grid: Grid) -> None:
         print(table.to_string(index=False))
     print(f"{len(table)} jobs, {len(expand_cells(grid))} cells; estimate {table.estimate_s.sum() / 3600:.2f} h "
           f"in all, {table.remaining_s.sum() / 3600:.2f} h remaining")
-    sources = [s for mixture in grid.train_datasets for s in mixture["train"].split(",")]
+    print("estimate, the arithmetic:\n" + "\n".join(f"  {line}" for line in estimate_arithmetic(grid)))
+    sources = grid_sources(grid)
     evaluated = list(dict.fromkeys(job.dataset for job in plan_jobs(grid) if job.kind == "evaluate"))
     downloads = download_table(grid.backbones, sources, evaluated, grid.train.get("translation_model"))
     if len(downloads):
@@ -138,6 +144,17 @@ def dry_run(grid: Grid) -> None:
         unknown = downloads[downloads.gb.isna()].name.tolist()
         print(f"downloads: {downloads.gb.sum():.1f} GB declared"
               + (f", {len(unknown)} of unknown size ({', '.join(unknown)})" if unknown else ""))
+    checks = preflight(plan_needs(grid, workers))
+    print("plan-time checks (a grid run refuses to start unless all pass):")
+    print("\n".join(str(check) for check in checks))
+
+
+def refuse_unless_ready(grid: Grid, workers: int = 1) -> None:
+    """The plan-time checks (``lib.downloads.preflight``) before any download or job: a GridError
+    naming every refused check and its fix."""
+    refused = [check for check in preflight(plan_needs(grid, workers)) if not check.ok]
+    if refused:
+        raise GridError("the plan is refused before any download or job:\n" + "\n".join(str(c) for c in refused))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="re-run complete runs too")
     parser.add_argument("--keep-going", action="store_true", help="continue after a failed job")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
-    parser.add_argument("--only", default="train,merge,evaluate,bias,report",
+    parser.add_argument("--only", default="translate,train,merge,evaluate,bias,report",
                         help="comma-separated job kinds to run (default: all)")
     parser.add_argument("--workers", type=int, default=1,
                         help="jobs at once, each in its own process: one per GPU, or a share of the CPU cores")
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     grid = load_grid(args.grid)
     if args.dry_run:
-        dry_run(grid)
+        dry_run(grid, args.workers)
         return
     devices = [d for d in args.devices.split(",") if d] if args.devices is not None else None
     run_grid(grid, force=args.force, keep_going=args.keep_going, kinds=tuple(args.only.split(",")),

@@ -51,6 +51,7 @@ report) are one format read in one place; the weight-space and debias systems ar
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -71,7 +72,10 @@ from lib.naming import (bias_run_name, budget_system_name, budget_tag, compariso
 from lib.notebooks import NOTEBOOKS_DIR, is_complete, notebook_parameters
 from lib.sampling import SAMPLERS, SamplingError, check_sampler_options, option_labels, sampler_class
 from lib.scheduler import Job
+from lib.downloads import PlanNeeds
+from lib.sources import TRANSLATE_JOB, get_source, translated_sources, translation_run_name
 from lib.train import TrainConfig, TrainError
+from lib.translation import DEFAULT_MT_MODEL, DEFAULT_TRANSLATION_BATCH
 
 NOTEBOOKS = {"train": "03_train.ipynb", "evaluate": "04_evaluate.ipynb", "bias": "05_bias.ipynb",
              "report": "06_report.ipynb"}
@@ -109,6 +113,7 @@ class Grid:
     bias: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     estimate: dict[str, Any] = field(default_factory=dict)
+    translation: dict[str, Any] = field(default_factory=dict)    # the translation job: {batch_size: 64}
     debias: list[str] = field(default_factory=lambda: ["none"])   # lib.debias variants of every evaluation
     wise_ft: dict[str, Any] = field(default_factory=dict)         # {lambdas: [0.5], samplers: [...]}
     soups: list[list[str]] = field(default_factory=list)          # [[mono, cross]]: one soup per seed
@@ -209,7 +214,7 @@ def load_grid(path: str | Path) -> Grid:
     for key in ("backbones", "samplers", "train_datasets", "eval_datasets", "seeds", "alphas", "budgets"):
         if key in values:
             values[key] = _as_list(values[key], key, str(path))
-    for key in ("train", "evaluate", "bias", "report", "estimate", "seeds_by_sampler", "sampler_options"):
+    for key in ("train", "evaluate", "bias", "report", "estimate", "translation", "seeds_by_sampler", "sampler_options"):
         values[key] = values.get(key) or {}
         if not isinstance(values[key], dict):
             raise GridError(f"{path}: {key} must be a mapping")
@@ -459,10 +464,37 @@ def _distill_cells(grid: Grid, backbone: str, mixture: dict[str, Any], seed: int
     return cells
 
 
+def grid_sources(grid: Grid) -> list[str]:
+    """Every registered source the grid's trainings read: the mixtures' and ``train.validation_source``."""
+    sources = [s for mixture in grid.train_datasets for s in mixture["train"].split(",") if s]
+    if grid.samplers and grid.train.get("validation_source"):
+        sources.append(str(grid.train["validation_source"]))
+    return list(dict.fromkeys(sources))
+
+
+def translation_job(grid: Grid) -> Job | None:
+    """The one machine-translation job of the grid (``lib.sources.translate_sources_job``), or None
+    when no training source is translated: every translated source, the grid's ``translation_model``
+    and ``translation.batch_size``; every training needs it, so translation runs once, first, and the
+    trainings (any number of workers) read its cache."""
+    sources = translated_sources(grid_sources(grid)) if grid.samplers else []
+    if not sources:
+        return None
+    unknown = sorted(set(grid.translation) - {"batch_size"})
+    if unknown:
+        raise GridError(f"{grid.source or grid.name}: translation has unknown keys {unknown}; expected batch_size")
+    model = str(grid.train.get("translation_model") or "")
+    parameters = {"sources": sources, "translation_model": model, "max_negatives": int(grid.train.get("max_negatives", 3)),
+                  "batch_size": int(grid.translation.get("batch_size", DEFAULT_TRANSLATION_BATCH))}
+    return Job("translate", TRANSLATE_JOB, translation_run_name(sources, model or DEFAULT_MT_MODEL), parameters)
+
+
 def plan_jobs(grid: Grid) -> list[Job]:
-    """Every notebook execution of the grid, in order: per cell train, evaluations, bias (LAReQA
-    datasets only, :func:`analyses_bias`); then the samplers' comparisons and the report."""
-    jobs = []
+    """Every notebook execution of the grid, in order: the translation job (if a source is
+    translated), then per cell train, evaluations, bias (LAReQA datasets only, :func:`analyses_bias`);
+    then the samplers' comparisons and the report."""
+    translate = translation_job(grid)
+    jobs = [translate] if translate else []
     for cell in expand_cells(grid):
         if cell.merged:
             parameters = {"method": cell.method, "models": [str(outputs_dir() / r / grid.model_folder) for r in cell.merged],
@@ -474,7 +506,8 @@ def plan_jobs(grid: Grid) -> list[Job]:
             parameters = {"backbone": cell.backbone, "sampler": cell.sampler, "train_sources": cell.train_sources,
                           "seed": cell.seed, **grid.train, **_train_options(cell), **dict(cell.train),
                           **({"steps": cell.budget} if cell.budget else {})}
-            jobs.append(Job("train", NOTEBOOKS["train"], cell.train_run, parameters, cell))
+            jobs.append(Job("train", NOTEBOOKS["train"], cell.train_run, parameters, cell,
+                            needs=(translate.run,) if translate else ()))
         for dataset, eval_run in cell.eval_runs:
             backbone = (str(outputs_dir() / cell.train_run / grid.model_folder) if cell.train_run else cell.backbone)
             variants = debias_variants_of(grid, dataset)
@@ -551,7 +584,7 @@ def check_notebook_parameters(grid: Grid, notebooks_dir: Path | None = None) -> 
     notebooks_dir = notebooks_dir or NOTEBOOKS_DIR
     expected: dict[str, set[str]] = {}
     for job in plan_jobs(grid):
-        if job.kind != "merge":
+        if job.kind not in ("merge", "translate"):
             expected.setdefault(job.notebook, set()).update(job.parameters)
     for notebook, names in expected.items():
         path = notebooks_dir / notebook
@@ -564,14 +597,34 @@ def check_notebook_parameters(grid: Grid, notebooks_dir: Path | None = None) -> 
                             "fix the grid file's train/evaluate/bias/report section")
 
 
+def translation_texts(grid: Grid) -> dict[str, int]:
+    """English texts the translation job translates, per source and target language summed: per
+    question its query, its positive and up to ``max_negatives`` negatives (where the source has
+    any), questions = ``max_queries`` or the declared ``size``; times the target languages. An upper
+    bound: repeated texts (shared plots, articles) are translated once."""
+    job = translation_job(grid)
+    texts = {}
+    for name in (job.parameters["sources"] if job else []):
+        source = get_source(name)
+        questions = min(q for q in (source.max_queries, source.size) if q) if (source.max_queries or source.size) else 0
+        negatives = job.parameters["max_negatives"] if (source.negative_when or "negatives" in source.columns) else 0
+        texts[name] = int(questions) * (2 + negatives) * len(source.translate_to)
+    return texts
+
+
 def estimate_seconds(grid: Grid) -> pd.DataFrame:
     """Expected duration of each job from the grid's ``estimate`` section (seconds_per_step,
-    train_overhead_s, evaluation_minutes per dataset, bias_s, report_s); complete runs cost 0."""
+    train_overhead_s, evaluation_minutes per dataset, bias_s, report_s, translation_texts_per_s,
+    job_overhead_s: process start and model load, added to every job); complete runs cost 0."""
     estimate = grid.estimate
     per_step = float(estimate.get("seconds_per_step", 0))
+    overhead = float(estimate.get("job_overhead_s", 0))
     rows = []
     for job in plan_jobs(grid):
-        if job.kind == "train":
+        if job.kind == "translate":
+            rate = float(estimate.get("translation_texts_per_s", 0))
+            seconds = sum(translation_texts(grid).values()) / rate if rate else 0.0
+        elif job.kind == "train":
             seconds = per_step * float(job.parameters.get("steps", 0)) + float(estimate.get("train_overhead_s", 0))
         elif job.kind == "merge":
             seconds = float(estimate.get("merge_s", 0))
@@ -580,7 +633,54 @@ def estimate_seconds(grid: Grid) -> pd.DataFrame:
         else:
             runs = len(str(job.parameters.get("runs", "")).split(",")) if job.kind == "bias" else 1
             seconds = float(estimate.get(f"{job.kind}_s", 0)) * runs
+        seconds += overhead
         rows.append({"kind": job.kind, "run": job.run, "complete": is_complete(job.run), "estimate_s": seconds})
     table = pd.DataFrame(rows)
     table["remaining_s"] = np.where(table.complete & (table.kind != "report"), 0.0, table.estimate_s)
     return table
+
+
+def estimate_arithmetic(grid: Grid) -> list[str]:
+    """How ``estimate_seconds`` adds up, one line per job kind (printed by ``--dry-run``)."""
+    estimate, table = grid.estimate, estimate_seconds(grid)
+    overhead = float(estimate.get("job_overhead_s", 0))
+    lines = []
+    texts = translation_texts(grid)
+    if texts:
+        rate = float(estimate.get("translation_texts_per_s", 0))
+        total = sum(texts.values())
+        lines.append(f"translate: {' + '.join(f'{n} {t:,}' for n, t in texts.items())} = {total:,} texts "
+                     + (f"/ {rate:g} texts/s = {total / rate / 3600:.2f} h" if rate else "(no translation_texts_per_s: 0)"))
+    for kind, rows in table.groupby("kind", sort=False):
+        if kind == "train":
+            steps = sorted({int(j.parameters.get("steps", 0)) for j in plan_jobs(grid) if j.kind == "train"})
+            lines.append(f"train: {len(rows)} runs x ({'/'.join(map(str, steps))} steps x "
+                         f"{float(estimate.get('seconds_per_step', 0)):g} s + {float(estimate.get('train_overhead_s', 0)):g} s"
+                         f" + {overhead:g} s per job) = {rows.estimate_s.sum() / 3600:.2f} h")
+        elif kind == "evaluate":
+            per = (estimate.get("evaluation_minutes") or {})
+            datasets = pd.Series([j.dataset for j in plan_jobs(grid) if j.kind == "evaluate"]).value_counts()
+            detail = " + ".join(f"{n} {d} x {float(per.get(d, 0)):g} min" for d, n in datasets.items())
+            lines.append(f"evaluate: {detail} (+ {overhead:g} s per job) = {rows.estimate_s.sum() / 3600:.2f} h")
+        elif kind != "translate":
+            lines.append(f"{kind}: {len(rows)} jobs = {rows.estimate_s.sum() / 3600:.2f} h (incl. {overhead:g} s per job)")
+    lines.append(f"total: {table.estimate_s.sum() / 3600:.2f} h for one worker (guesses from the grid's `estimate` "
+                 "section, not measurements)")
+    return lines
+
+
+def plan_needs(grid: Grid, workers: int = 1) -> PlanNeeds:
+    """What the plan downloads and writes, for ``lib.downloads.preflight``."""
+    jobs = plan_jobs(grid)
+    trained, merged = {}, {}
+    for job in jobs:
+        if job.kind == "train":
+            trained[job.cell.backbone] = trained.get(job.cell.backbone, 0) + 1
+        elif job.kind == "merge":
+            merged[job.cell.backbone] = merged.get(job.cell.backbone, 0) + 1
+    miracl = list(dict.fromkeys(j.cell.backbone for j in jobs if j.kind == "evaluate" and j.dataset == "miracl"))
+    evaluated = list(dict.fromkeys(j.dataset for j in jobs if j.kind == "evaluate"))
+    data_dir = str(grid.evaluate.get("data_dir") or os.environ.get("MIRACL_DIR", ""))
+    return PlanNeeds(list(grid.backbones), grid_sources(grid), evaluated, grid.train.get("translation_model") or None,
+                     trained, merged, miracl, bool(grid.evaluate.get("keep_embeddings", False)), workers,
+                     {"miracl": data_dir} if data_dir else {})

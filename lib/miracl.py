@@ -37,13 +37,13 @@ import gzip
 import itertools
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import ir_measures
 import pandas as pd
 from huggingface_hub import hf_hub_download
 
@@ -52,7 +52,6 @@ from lib.cli import run_cli
 from lib.corpus import encode_corpus
 from lib.data import DataError
 from lib.encode import encode, model_identity
-from lib.indexes import INDEX_TYPES, IndexParams, build_index, rerank as rerank_exact, search
 from lib.io import cache_dir, fingerprint, outputs_dir, run_dir, write_text
 from lib.run_files import scored_run
 from lib.results import (Evaluation, EvaluationRequest, metric_key, parse_metric_key, register_evaluator,
@@ -215,6 +214,8 @@ def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
     Aggregates are ir_measures' (trec_eval): the mean over queries that have qrels; a judged
     query the run does not answer counts as 0 (it is added to the run with no passages).
     """
+    import ir_measures   # here, not at import: lib.evaluate (LAReQA) runs without ir_measures and faiss
+
     measures = [ir_measures.parse_measure(m) for m in MEASURES]
     run = {qid: docs for qid, docs in run.items()}
     missing = [qid for qid in qrels if not run.get(qid)]
@@ -259,7 +260,8 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
                     index: str = "flat", index_params=None, k: int = 100, batch_size: int = 64,
                     shard_size: int = 50_000, split: str = "dev", work_dir: str | os.PathLike | None = None,
                     revision: str = MIRACL_REVISION, corpus_revision: str = CORPUS_REVISION,
-                    rerank: int | None = None, store_dtype: str = "float32") -> Evaluation:
+                    rerank: int | None = None, store_dtype: str = "float32",
+                    keep_embeddings: bool = True) -> Evaluation:
     """Dense retrieval on MIRACL per language -> ``lib.results.Evaluation``.
 
     ``summary``: ``miracl_{mean,median}_{ndcg@10,recall@100}`` over languages and
@@ -270,8 +272,11 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
     ``index_params`` (``lib.indexes.IndexParams``) overrides ``index`` with explicit knobs;
     ``rerank=1000`` takes that many candidates from an approximate index and re-scores them
     exactly from the stored embeddings (``lib.indexes.rerank``); ``store_dtype="float16"`` halves
-    the disk used by the embeddings.
+    the disk used by the embeddings. ``keep_embeddings=False`` deletes ``work_dir`` once every
+    language is scored (the grid's default: the paper's 15 languages take about 177 GB per model).
     """
+    from lib.indexes import IndexParams, build_index, rerank as rerank_exact, search   # faiss, only here
+
     params = index_params if index_params is not None else IndexParams(index)
     languages = [_check_language(lang) for lang in languages]
     if not languages:
@@ -320,6 +325,8 @@ def evaluate_miracl(model, languages: Iterable[str] = PAPER_LANGUAGES, data_dir:
         timings["index_build_s"] = timings.get("index_build_s", 0.0) + record["train_s"] + record["add_s"]
         del built
     per_language = pd.DataFrame(rows).set_index("lang")
+    if not keep_embeddings:  # complete: every language scored
+        shutil.rmtree(work_dir, ignore_errors=True)
     return Evaluation(summarise_languages(per_language), per_language,
                       per_query=pd.concat(per_query_tables, ignore_index=True), timings=timings, run_files=run_files)
 
@@ -333,14 +340,17 @@ REPORT_METRICS = ("miracl_mean_ndcg@10", "miracl_mean_recall@100", "miracl_media
 def _evaluate_miracl_for_run(model, request: EvaluationRequest) -> tuple[Evaluation, dict]:
     """``lib.evaluate.run_evaluation``'s MIRACL: the paper's 15 languages unless ``languages``."""
     evaluation = evaluate_miracl(model, request.languages or PAPER_LANGUAGES, data_dir=request.data_dir,
-                                 index=request.index, batch_size=request.batch_size)
+                                 index=request.index, batch_size=request.batch_size,
+                                 keep_embeddings=request.keep_embeddings)
     return evaluation, {"languages": request.languages, "dataset_revision": f"{MIRACL_REPO}@{MIRACL_REVISION}",
-                        "index": request.index}
+                        "index": request.index, "keep_embeddings": request.keep_embeddings}
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m lib.miracl --backbone me5-small-q4 --languages sw te --index flat``: writes
     ``outputs/<run>/`` (config, versions, metrics, per_language.csv)."""
+    from lib.indexes import INDEX_TYPES
+
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--backbone", default="me5-small-q4")
     parser.add_argument("--run", default=None)

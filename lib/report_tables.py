@@ -28,7 +28,7 @@ DATASET_CAPTION = ("{dataset}: the summary metrics its evaluator declares ({metr
                    "mean ± std over seeds. Descriptive only: the paired and seed-aware tests, the verdicts, the "
                    "language bias and the seen/unseen split above are LAReQA's.")
 # the paper's model names for our registry backbones (lib/reference/paper_2408.10536.csv)
-PAPER_MODELS = {"xlmr-base": "xlmr", "labse": "labse"}
+PAPER_MODELS = {"xlmr-base": "xlmr", "labse": "labse", "labse-paper": "labse"}
 PAPER_SAMPLERS = {"mono": "mono", "cross": "cross", "hybrid a=0.5": "hybrid"}
 
 
@@ -73,12 +73,15 @@ def load_reference(name: str = "paper") -> pd.DataFrame:
 
 
 def paper_side_by_side(summary: pd.DataFrame, metrics: Sequence[str] = ("mono map", "cross map", "multi map"),
-                       digits: int = 3) -> pd.DataFrame:
+                       digits: int = 3, train_sources: Sequence[str] | None = None) -> pd.DataFrame:
     """Our mean over seeds next to the paper's number for the same backbone, dataset and sampler.
 
-    Rows exist only where the backbone is one of the paper's (``PAPER_MODELS``); columns
+    Rows exist only where the backbone is one of the paper's (``PAPER_MODELS``) and, with
+    ``train_sources`` (mixtures such as ``lib.sources.PAPER_TRAIN_SOURCES``, order ignored), only
+    for cells trained on one of them: a LAReQA-trained cell is not the paper's experiment. Columns
     ``<metric> ours``, ``<metric> paper``, ``<metric> diff``.
     """
+    allowed = None if train_sources is None else {frozenset(m.split(",")) for m in train_sources}
     reference = load_reference("paper")
     reference = reference[reference.lang == "mean"]
     rows = []
@@ -86,6 +89,8 @@ def paper_side_by_side(summary: pd.DataFrame, metrics: Sequence[str] = ("mono ma
         backbone, _, dataset, system = key
         model, sampler = PAPER_MODELS.get(backbone), PAPER_SAMPLERS.get(system)
         if model is None or sampler is None:
+            continue
+        if allowed is not None and frozenset(str(key[1]).split(",")) not in allowed:
             continue
         row = dict(zip(["backbone", "train_sources", "dataset", "system"], key))
         for metric in metrics:

@@ -151,6 +151,7 @@ class EvaluationRequest:
     debias: str = "none"                  # LAReQA: comma-separated lib.debias variants, "none" first
     precision: str = "auto"               # LAReQA encoding: auto | fp32 | bf16 (lib.hardware)
     run_depth: int = 100                  # LAReQA: TREC run files with the top run_depth (0 = none)
+    keep_embeddings: bool = False         # MIRACL: keep the corpus embeddings after a complete evaluation
 
 
 def request_subset(request: EvaluationRequest) -> str:

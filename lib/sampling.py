@@ -27,7 +27,13 @@ Rules shared by all samplers:
   source ``s`` this sampler can use and ``T = source_temperature``. ``T = 1`` is the paper's
   "sampled based on dataset size" (sentence-transformers' ``ProportionalBatchSampler`` in
   expectation, though ours draws the source i.i.d. per batch instead of exhausting every
-  source); large ``T`` flattens towards uniform over sources.
+  source); large ``T`` flattens towards uniform over sources. ``source_sizes`` replaces ``n_s``
+  by a declared size (the paper's set sizes, ``params/sources/*.yaml`` ``size``: mMARCO's 39.8M
+  triples against the few thousand ids a run loads), so that the mix follows the full sets.
+* **Sources without translations** (English only: the paper's Mr. TyDi and MFAQ) have no pair
+  of two languages: ``en``, ``xx`` and ``mono`` use them (their batches English), ``cross`` and
+  ``hybrid``'s cross batches cannot, and those draw over the parallel sources alone (the
+  probabilities renormalised over them; ``source_probabilities()`` shows each kind's).
 * **Epoch.** An epoch is ``batches_per_epoch`` batches, by default
   ``usable groups // batch_size`` (every group seen about once). Within an epoch, each pool
   (one source, and for ``mono`` one language) hands out its groups without replacement: a
@@ -202,7 +208,8 @@ class BatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, groups: Sequence[ParallelGroup], batch_size: int, seed: int = 0,
                  source_temperature: float = 1.0, languages: list[str] | None = None,
-                 batches_per_epoch: int | None = None, **options):
+                 batches_per_epoch: int | None = None, source_sizes: dict[str, float] | None = None,
+                 **options):
         _check_arguments(batch_size, seed, source_temperature, batches_per_epoch, groups)
         self.options = check_sampler_options(self.name, options, cls=type(self))
         for key, value in self.options.items():
@@ -213,6 +220,10 @@ class BatchSampler(torch.utils.data.Sampler):
         self.seed = int(seed)
         self.source_temperature = float(source_temperature)
         self.languages = self._training_languages(languages)
+        self.source_sizes = {str(k): float(v) for k, v in (source_sizes or {}).items()}
+        bad = {k: v for k, v in self.source_sizes.items() if not v > 0}
+        if bad:
+            raise SamplingError(f"source_sizes {bad}: a declared source size must be > 0 (params/sources/*.yaml `size`)")
         allowed = set(self.languages)
         self._group_languages = [tuple(lang for lang in group.languages if lang in allowed)
                                  for group in self.groups]
@@ -307,13 +318,14 @@ class BatchSampler(torch.utils.data.Sampler):
         return int(min(len(np.unique(self._qid_codes[rows])) for rows in self._members.values()))
 
     def _weights(self, kind: str) -> tuple[list[str], np.ndarray]:
-        """Sources of ``kind`` and their probabilities, proportional to (usable ids) ** (1 / T)."""
+        """Sources of ``kind`` and their probabilities, proportional to size ** (1 / T): the declared
+        ``source_sizes[s]`` where given (the paper's set sizes), else the usable ids."""
         sources: dict[str, set[int]] = {}
         for (k, source, _), members in self._members.items():
             if k == kind:
                 sources.setdefault(source, set()).update(self._qid_codes[members].tolist())
         names = sorted(sources)
-        sizes = np.array([len(sources[s]) for s in names], dtype=np.float64)
+        sizes = np.array([self.source_sizes.get(s, len(sources[s])) for s in names], dtype=np.float64)
         weights = sizes ** (1.0 / self.source_temperature)
         return names, weights / weights.sum()
 
@@ -381,7 +393,8 @@ class BatchSampler(torch.utils.data.Sampler):
                 "batches_per_epoch": self.batches_per_epoch,
                 "source_temperature": self.source_temperature, "languages": self.languages,
                 "kinds": self._kind_weights,
-                "groups": self._fingerprint}
+                "groups": self._fingerprint,
+                **({"source_sizes": self.source_sizes} if self.source_sizes else {})}
 
     def state_dict(self, position: int | None = None) -> dict:
         """JSON-serialisable state: the configuration, ``epoch`` and ``position``.
@@ -720,7 +733,8 @@ def run_options(settings: Mapping[str, Any]) -> tuple[str | None, dict[str, floa
 
 def build_sampler(name: str, groups: Sequence[ParallelGroup], batch_size: int, seed: int = 0,
                   source_temperature: float = 1.0, languages: list[str] | None = None,
-                  batches_per_epoch: int | None = None, **options) -> BatchSampler:
+                  batches_per_epoch: int | None = None, source_sizes: dict[str, float] | None = None,
+                  **options) -> BatchSampler:
     """The sampler called ``name`` (one of ``SAMPLERS``) with its declared ``options``.
 
     An option that another registered sampler declares is checked against that declaration and
@@ -729,7 +743,8 @@ def build_sampler(name: str, groups: Sequence[ParallelGroup], batch_size: int, s
 
     Args:
         name: a registered sampler name (``SAMPLERS``).
-        groups, batch_size, seed, source_temperature, languages, batches_per_epoch: as :class:`BatchSampler`.
+        groups, batch_size, seed, source_temperature, languages, batches_per_epoch, source_sizes: as
+            :class:`BatchSampler`.
         **options: option values, e.g. ``alpha=0.5``.
 
     Returns:
@@ -749,7 +764,7 @@ def build_sampler(name: str, groups: Sequence[ParallelGroup], batch_size: int, s
                 check_sampler_options(name, {key: value}, cls)          # refused, naming what it declares
             declaring[0].params[key].check(key, value)
     return cls(groups, batch_size, seed=seed, source_temperature=source_temperature, languages=languages,
-               batches_per_epoch=batches_per_epoch, **own)
+               batches_per_epoch=batches_per_epoch, source_sizes=source_sizes, **own)
 
 
 def fitting_batch_size(name: str, groups: Sequence[ParallelGroup], wanted: int, multiple_of: int = 1,

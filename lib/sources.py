@@ -16,8 +16,15 @@ kind       what the YAML says, and what the loader does
             ``positive_when`` / ``negative_when`` (column -> value filters; the negatives are other
             rows of the same question), ``translate_to`` and ``translation_model`` ->
             ``lib.translation.translate_groups`` (NLLB by default; cached and resumable, batched, on
-            the GPU when there is one). Offline: ``HBT_SOURCES_DIR/<hub_id>/<file>``.
+            the GPU when there is one). Offline: ``HBT_SOURCES_DIR/<hub_id>/<file>``. Files are
+            streamed (``iter_rows``, ``CHUNK_ROWS`` at a time) and reading stops at ``max_queries``.
 =========  ==================================================================================
+
+Every kind may declare ``size`` (the full set's pairs, the paper's Table 9: a batch's source is drawn
+in proportion to it with ``TrainConfig.source_weighting=declared``), ``download_gb`` (what a first
+run downloads, ``lib.downloads``) and ``gated`` (the hub asks to accept terms and log in: the grid
+refuses the plan without a token, ``lib.downloads.preflight``). An empty ``translate_to`` keeps a set
+English only (the paper's Mr. TyDi and MFAQ): the samplers' rule for such sources is in ``lib.sampling``.
 
 Nested formats (``nested_rows``): a ``columns`` value may be a dotted path into a column of dicts
 (``qa_pairs.question``; over a list of dicts, the list of that field: ``positive_passages.text``);
@@ -37,21 +44,29 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import yaml
 
 from lib.data import DataError, ParallelGroup, lareqa_languages
-from lib.io import PROJECT_ROOT, cache_dir
+from lib.io import PROJECT_ROOT, cache_dir  # noqa: F401  (cache_dir: the downloads' root)
 from lib.training_data import lareqa_groups, load_mmarco_groups
-from lib.translation import DEFAULT_MT_MODEL, translate_groups
+from lib.completion import clear_complete, is_complete, mark_complete
+from lib.io import fingerprint, run_dir, write_json, write_provenance
+from lib.translation import DEFAULT_MT_MODEL, DEFAULT_TRANSLATION_BATCH, translate_groups
 
 SOURCE_DIR = PROJECT_ROOT / "params" / "sources"
 KINDS = ("lareqa", "mmarco", "hub-qa")
+# The paper's training mix as registered (params/grid-paper.yaml): the only mixture the report puts next
+# to the paper's numbers (lib.report_tables.paper_side_by_side)
+PAPER_TRAIN_SOURCES = "mmarco,wikiqa,natural-questions,duorc,newsqa,mr-tydi-en,mfaq-en"
+SOURCE_WEIGHTINGS = ("loaded", "declared")
+TRANSLATE_JOB = "lib.sources"                     # the "notebook" of a grid's translation job (in process)       # TrainConfig.source_weighting
+CHUNK_ROWS = 50_000                               # rows read at once from a source file (streamed)
 FORMATS = ("parquet", "jsonl", "tsv")
 COLUMN_ROLES = ("query", "positive", "qid", "negatives")
 
@@ -77,6 +92,8 @@ class TrainingSource:
     translate_to: list[str] = field(default_factory=list)
     translation_model: str = DEFAULT_MT_MODEL
     download_gb: float | None = None                 # what a first run downloads (None: not known)
+    size: int | None = None                          # the full set's size (the paper's Table 9): sampling weight
+    gated: bool = False                              # the hub asks to accept terms and log in before a download
 
 
 def available_sources() -> list[str]:
@@ -118,6 +135,19 @@ def source_languages(name: str) -> list[str]:
     return ["en", *source.translate_to]
 
 
+def declared_sizes(names: Sequence[str]) -> dict[str, float]:
+    """``{source: size}`` from each registered source's ``size`` (``TrainConfig.source_weighting=declared``:
+    a batch's source drawn in proportion to the full sets, as the paper's "sampled based on dataset size")."""
+    sizes = {}
+    for name in dict.fromkeys(names):
+        size = get_source(name).size
+        if not size or size <= 0:
+            raise DataError(f"training source {name!r} declares no size: set `size:` (the full set's pairs) in "
+                            f"params/sources/{name}.yaml, or use source_weighting=loaded (the loaded question ids)")
+        sizes[name] = float(size)
+    return sizes
+
+
 def sources_dir() -> Path | None:
     """``HBT_SOURCES_DIR``: local mirrors of the hub repositories (``<dir>/<hub_id>/<file>``), or None."""
     root = os.environ.get("HBT_SOURCES_DIR")
@@ -149,11 +179,28 @@ def _hub_file(source: TrainingSource, relative: str) -> Path:
 
 
 def read_rows(path: Path, format: str) -> pd.DataFrame:
+    """A whole file as one table (small files; large ones: ``iter_rows``)."""
+    return pd.concat(list(iter_rows(path, format)), ignore_index=True)
+
+
+def iter_rows(path: Path, format: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """A source file as tables of at most ``chunk_rows`` rows, read as they are needed: a 10 GB JSONL
+    (MFAQ English) is never held whole; ``.gz`` is read as such. Parquet by record batches."""
     if format == "parquet":
-        return pd.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        handle = pq.ParquetFile(path)
+        if handle.metadata.num_rows == 0:
+            yield handle.schema_arrow.empty_table().to_pandas()
+        for batch in handle.iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+        return
     if format == "jsonl":
-        return pd.read_json(path, lines=True, dtype=False)
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+        with pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows) as reader:
+            yield from reader
+        return
+    with pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3, chunksize=chunk_rows) as reader:
+        yield from reader
 
 
 def _matching(rows: pd.DataFrame, conditions: dict[str, Any]) -> pd.Series:
@@ -197,17 +244,19 @@ def _texts(value: Any) -> list[str]:
     return [text for text in texts if text]
 
 
-def qa_groups(source: TrainingSource, rows: pd.DataFrame, max_negatives: int = 3) -> list[ParallelGroup]:
+def qa_groups(source: TrainingSource, rows: pd.DataFrame, max_negatives: int = 3,
+              first_row: int = 0) -> list[ParallelGroup]:
     """English groups of a QA table (nested fields first made columns, ``nested_rows``): per question
     (``columns["qid"]``; without one, the row number), its query, the first text of its first row
     matching ``positive_when`` as positive, and up to ``max_negatives`` distinct hard negatives: rows
     of the question matching ``negative_when``, then the row's own ``columns["negatives"]``; questions
     without a positive are dropped. ``qid`` is ``<source>:<id>``; at most ``max_queries`` questions,
-    in order of first appearance."""
+    in order of first appearance. ``first_row``: the row number of the first row (after ``explode``)
+    when ``rows`` is a later chunk of the file."""
     rows = nested_rows(rows, source)
     columns = dict(source.columns)
     if "qid" not in columns:  # a pair set (one row per question): its row number is the id
-        rows = rows.assign(row_number=range(len(rows)))
+        rows = rows.assign(row_number=range(first_row, first_row + len(rows)))
         columns["qid"] = "row_number"
     absent = sorted({*columns.values(), *source.positive_when, *source.negative_when} - set(rows.columns))
     if absent:
@@ -231,6 +280,79 @@ def qa_groups(source: TrainingSource, rows: pd.DataFrame, max_negatives: int = 3
     return groups
 
 
+def _exploded_length(rows: pd.DataFrame, source: TrainingSource) -> int:
+    """Rows of ``rows`` after ``explode`` (pandas: an empty list or a missing value stays one row)."""
+    if not source.explode or source.explode not in rows.columns:
+        return len(rows)
+    return int(sum(max(len(v), 1) if isinstance(v, (list, tuple, np.ndarray)) else 1 for v in rows[source.explode]))
+
+
+def stream_qa_groups(source: TrainingSource, paths: Sequence[Path], max_negatives: int = 3,
+                     chunk_rows: int = CHUNK_ROWS) -> list[ParallelGroup]:
+    """``qa_groups`` over files read ``chunk_rows`` rows at a time (``iter_rows``), stopping once
+    ``max_queries`` questions are found: memory follows the questions kept, not the file. A question
+    whose rows straddle two chunks keeps its first chunk's positive and negatives (each registered
+    file holds a question's rows together: WikiQA's are contiguous)."""
+    groups: dict[str, ParallelGroup] = {}
+    first_row = 0
+    for path in paths:
+        for chunk in iter_rows(path, source.format, chunk_rows):
+            remaining = source.max_queries - len(groups) if source.max_queries else None
+            limited = replace(source, max_queries=remaining) if remaining else source
+            for group in qa_groups(limited, chunk, max_negatives, first_row):
+                groups.setdefault(group.qid, group)
+            first_row += _exploded_length(chunk, source)
+            if source.max_queries and len(groups) >= source.max_queries:
+                return list(groups.values())
+    return list(groups.values())
+
+
+def _english_groups(source: TrainingSource, max_negatives: int) -> list[ParallelGroup]:
+    return stream_qa_groups(source, [_hub_file(source, relative) for relative in source.files], max_negatives)
+
+
+def translated_sources(names: Sequence[str]) -> list[str]:
+    """The hub-qa sources among ``names`` that are machine-translated (``translate_to`` not empty)."""
+    return [name for name in dict.fromkeys(names)
+            if get_source(name).kind == "hub-qa" and get_source(name).translate_to]
+
+
+def translation_run_name(sources: Sequence[str], model: str) -> str:
+    """The grid's translation job: ``translate-<model>-<fingerprint of the sources>``; every grid that
+    translates the same sources with the same model shares it (and the cache)."""
+    slug = "".join(c if c.isalnum() or c in "-." else "-" for c in model.split("/")[-1])
+    return f"translate-{slug}-{fingerprint(sorted(sources), model)[:8]}"
+
+
+def translate_sources_job(run: str, parameters: dict[str, Any], force: bool = False) -> Path:
+    """The grid's translation job (``lib.grid_plan``: before every training that needs it, run once):
+    each source of ``parameters["sources"]`` read and translated into its ``translate_to`` with
+    ``translation_model`` (empty: the source's own) in length-sorted batches of ``batch_size``
+    (default ``DEFAULT_TRANSLATION_BATCH``), through the shared, resumable cache
+    (``lib.translation.TranslationCache``): a killed job resumes, and the trainings then load every
+    translation from the cache without loading the model. Writes ``outputs/<run>/`` (config,
+    metrics: groups per source) and its completion marker last."""
+    path = run_dir(run)
+    if not force and is_complete(path):
+        print(f"[skip] {run}: complete", flush=True)
+        return path
+    clear_complete(path)
+    sources = [str(s) for s in parameters.get("sources") or []]
+    batch_size = int(parameters.get("batch_size") or DEFAULT_TRANSLATION_BATCH)
+    model = str(parameters.get("translation_model") or "")
+    max_negatives = int(parameters.get("max_negatives", 3))
+    write_provenance(path, {"task": "translate", "run": run, **parameters, "batch_size": batch_size})
+    counts = {}
+    for name in sources:
+        source = get_source(name)
+        groups = translate_groups(_english_groups(source, max_negatives), source.translate_to,
+                                  model_name=model or source.translation_model, batch_size=batch_size)
+        counts[name] = {"groups": len(groups), "languages": len(source.translate_to) + 1}
+    write_json(path / "metrics.json", {"summary": counts})
+    mark_complete(path, task="translate")
+    return path
+
+
 def load_source_groups(name: str, candidate_context: str = "sentence", max_negatives: int = 3,
                        data_dir: str | os.PathLike | None = None,
                        translator: Callable[[Sequence[str], str, str], list[str]] | None = None,
@@ -247,9 +369,7 @@ def load_source_groups(name: str, candidate_context: str = "sentence", max_negat
         return load_mmarco_groups(source.languages, max_groups=source.max_queries or 10**9,
                                   local_dir=root / "unicamp-dl" / "mmarco" if root else None,
                                   max_negatives=max_negatives)
-    rows = pd.concat([read_rows(_hub_file(source, relative), source.format) for relative in source.files],
-                     ignore_index=True)
-    groups = qa_groups(source, rows, max_negatives)
+    groups = _english_groups(source, max_negatives)
     if not source.translate_to:
         return groups
     return translate_groups(groups, source.translate_to, model_name=translation_model or source.translation_model,

@@ -44,7 +44,7 @@ from lib.io import save_figure
 from lib.parameters import PROFILE_HELP, active_profile, fields_help, from_namespace, from_overrides, param, smoke_values
 from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import objective_text, train_run_name
-from lib.sources import source_languages
+from lib.sources import SOURCE_WEIGHTINGS, declared_sizes, source_languages
 from lib.validation import ParameterError, check_range, coerce_fields
 from lib.tracking import resolve_report_to, wandb_module
 
@@ -77,6 +77,9 @@ class TrainConfig:
     sampler_options: str = param("", "options of the sampler other than alpha, as key=value[,key=value] "
                                  "(each sampler class declares its own: docs/samplers.md)")
     source_temperature: float = param(1.0, "source of a batch ~ size ** (1 / T)")
+    source_weighting: str = param("loaded", "a source's size when drawing a batch's source: loaded (its usable "
+                                  "question ids) | declared (`size` in params/sources/<name>.yaml: the paper's "
+                                  "set sizes, e.g. mMARCO 39.8M)")
     batch_size: int = param(32, "pairs per contrastive batch (over all processes)", smoke=8)
     hard_negatives: bool = param(True, "add each pair's hard negative to the candidates")
     negative_language: str = param("passage", "language of the hard negative: passage | query")
@@ -123,6 +126,9 @@ class TrainConfig:
     patience: int = param(3, "evaluations without improvement before stopping (0: never)")
     checkpoint_every: int = param(50, "steps between checkpoints (0: none)")
     keep_checkpoints: int = param(2, "checkpoints kept (the latest ones)")
+    keep_optimizer_state: bool = param(False, "keep the checkpoints' weights and optimizer state once the run "
+                                       "is finished (false: only model/ and model-best/ stay, plus the last "
+                                       "checkpoint's small state.pt)")
     run: str = param("", "outputs/<run>; empty: lib.naming.train_run_name (backbone, sampler, sources, seed)")
     resume: bool = param(True, "continue from the latest checkpoint of the run")
     report_to: str = param("none", "none | all | tensorboard | wandb | mlflow, or several comma-separated: also log "
@@ -235,6 +241,16 @@ class TrainConfig:
             config.freeze_embeddings = not on_gpu
         if not isinstance(config.freeze_embeddings, bool):
             raise TrainError(f"freeze_embeddings {config.freeze_embeddings!r}: expected true, false or 'auto'")
+        if config.source_weighting not in SOURCE_WEIGHTINGS:
+            raise TrainError(f"source_weighting {config.source_weighting!r}: expected one of {SOURCE_WEIGHTINGS}")
+        if config.source_weighting == "declared":
+            try:
+                declared_sizes(config.source_list())
+            except DataError as error:
+                raise TrainError(str(error)) from None
+        for name in ("sampler", "validation_sampler"):
+            if getattr(config, name) not in SAMPLERS:
+                raise TrainError(f"{name} {getattr(config, name)!r}: expected one of {SAMPLERS}")
         _check_validation_source(config)
         if config.distill_teacher:
             try:

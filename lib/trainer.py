@@ -75,6 +75,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from lib.backbones import load_model
 from lib.checkpoint import (CorruptCheckpointError, checkpoint_step, checkpoints, load_latest_readable_checkpoint,
+                            read_checkpoint_state,
                             rng_state, save_model, set_rng_state, set_seed, write_checkpoint)
 from lib.distill import teacher_targets
 from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, to_device
@@ -85,7 +86,7 @@ from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_prove
 from lib.losses import InfoNCELoss, TrainingObjective
 from lib.model_card import attach_card_data, training_card_data
 from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size, options_for
-from lib.sources import load_source_groups
+from lib.sources import declared_sizes, load_source_groups
 from lib.tracking import Tracker, open_tracker
 from lib.training_data import split_by_qid
 
@@ -93,7 +94,9 @@ from lib.training_data import split_by_qid
 # on one machine; a different device or precision changes the rounding, not the recipe; the dropout
 # masks' generator follows the device under auto and changes which masks, not their distribution).
 RESUME_MAY_DIFFER = ("resume", "device", "precision", "dropout_masks", "mini_batch_size", "checkpoint_every", "keep_checkpoints",
-                     "data_dir", "report_to")
+                     "data_dir", "report_to", "keep_optimizer_state")
+# fields added after checkpoints were written: a checkpoint without one was made with this value
+ADDED_FIELD_DEFAULTS = {"source_weighting": "loaded"}
 LOG_COLUMNS = ["step", "epoch", "loss", "loss_contrastive", "loss_distill", "lr", "val_loss", "pairs_per_second",
                "elapsed_s"]
 LOSS_TERMS = ("contrastive", "distill")   # TrainingObjective.terms, logged as loss_<term>
@@ -297,9 +300,10 @@ def _set_up_batches(run: _Run) -> None:
                             config.hard_negatives and config.objective != "distill", run.targets)
     sampler_options = dict(seed=config.seed, source_temperature=config.source_temperature,
                            languages=config.language_list())
+    sizes = declared_sizes(config.source_list()) if getattr(config, "source_weighting", "loaded") == "declared" else None
     try:
-        run.sampler = build_sampler(config.sampler, train_groups, config.batch_size, **sampler_options,
-                                    **options_for(config.sampler, asdict(config)))
+        run.sampler = build_sampler(config.sampler, train_groups, config.batch_size, source_sizes=sizes,
+                                    **sampler_options, **options_for(config.sampler, asdict(config)))
     except SamplingError as error:
         raise TrainError(f"training batches: {error}") from None
     dataset = PairDataset(train_groups, collator.hard_negatives, config.negative_language, config.seed)
@@ -349,7 +353,11 @@ def _resume(run: _Run) -> None:
     config, processes, path = run.config, run.processes, run.path
     existing = checkpoints(path)
     saved = None
-    if existing and config.resume:  # a damaged newest checkpoint: reported, the one before it is used
+    if existing and config.resume and _is_stripped(existing[-1]):  # finished, weights in model/
+        saved = read_checkpoint_state(existing[-1])
+        _check_same_config(saved["config"], asdict(config), existing[-1], _field_defaults(config))
+        run.resumed_from = existing[-1]
+    elif existing and config.resume:  # a damaged newest checkpoint: reported, the one before it is used
         try:
             run.resumed_from, saved = load_latest_readable_checkpoint(
                 existing, run.encoder, run.optimizer, lambda state, where: _check_same_config(
@@ -389,7 +397,9 @@ def _check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Pa
 
 
 def _field_defaults(config) -> dict[str, Any]:
-    return {f.name: f.default for f in fields(config) if f.default is not MISSING}
+    """What a checkpoint that predates a field was made with: the field's default, or the value
+    ``ADDED_FIELD_DEFAULTS`` records where the default changed when the field came."""
+    return {**{f.name: f.default for f in fields(config) if f.default is not MISSING}, **ADDED_FIELD_DEFAULTS}
 
 
 def _check_finite(run: _Run, what: str, value: float | None, step: int) -> None:
@@ -590,7 +600,28 @@ def _finish(run: _Run) -> TrainResult:
     }
     if run.processes.main:
         write_json(path / "metrics.json", metrics)
+        if not getattr(config, "keep_optimizer_state", True):
+            strip_finished_checkpoints(path)
     return TrainResult(path, model_dir, best_dir, metrics, log)
+
+
+def _is_stripped(checkpoint: Path) -> bool:
+    """A finished run's last checkpoint without weights and optimizer (``strip_finished_checkpoints``)."""
+    return ((checkpoint / "state.pt").is_file() and not (checkpoint / "optimizer.pt").exists()
+            and not (checkpoint / "model.pt").exists())
+
+
+def strip_finished_checkpoints(path: Path) -> None:
+    """A finished run keeps ``model/`` and ``model-best/`` (weights only) and, of its checkpoints, only
+    the last one's ``state.pt`` / ``state.json`` (trainer log, sampler, config: a rerun of the run
+    finds it finished): the optimizer state (twice the weights in AdamW) and the checkpoint weights
+    go (XLM-R base: about 6.7 GB per run). ``keep_optimizer_state=true`` keeps everything."""
+    kept = checkpoints(path)
+    for old in kept[:-1]:
+        shutil.rmtree(old, ignore_errors=True)
+    for name in ("optimizer.pt", "model.pt"):
+        if kept:
+            (kept[-1] / name).unlink(missing_ok=True)
 
 
 def run_training(config, groups=None, progress: bool = True,

@@ -24,6 +24,11 @@ DEFAULT_MT_MODEL = "facebook/nllb-200-distilled-600M"
 # Hub commits of translation models, loaded and part of the translation cache key (a public pin of
 # the repository names it; not checked against the hub from here). Another model: add it here.
 MT_REVISIONS = {DEFAULT_MT_MODEL: "f8d333a098d19b4fd9a8b18f94170487ad3f821d"}
+# Sentences per generate() call of the grid's translation job (``translate: {batch_size: N}``); batches
+# are sorted by length, so padding stays small. A default, not a measurement: raise it until the
+# GPU's memory is nearly full (NLLB-600M in fp16 at 512 input tokens fits 64 on a 24 GB card by the
+# usual rule of thumb; benchmarks/gpu_check.py does not time translation).
+DEFAULT_TRANSLATION_BATCH = 64
 # What loading a translation model downloads (GB; the hub's file listing, float32 weights + tokenizer).
 MT_DOWNLOAD_GB = {DEFAULT_MT_MODEL: 2.5}
 

@@ -138,18 +138,34 @@ def mfaq_records(questions: int = 3) -> list[dict]:
     return pages
 
 
+def write_squadshifts_mirror(root: Path, questions: int = 40) -> None:
+    """ludwigschmidt/squadshifts parquet (id, title, context, question, answers), the questions spread
+    over the four configurations' files: the paper's English validation set."""
+    source = get_source("squadshifts")
+    for index, relative in enumerate(source.files):
+        rows = [{"id": f"ss{index}-{n}", "title": "Topic", "context": f"Paragraph {index}.{n} about the "
+                 f"{TOPICS[n % len(TOPICS)]}, with its answer {n}.", "question": f"What is answer {index}.{n}?",
+                 "answers": {"text": [f"answer {n}"], "answer_start": [30]}}
+                for n in range(index, questions, len(source.files))]
+        path = Path(root) / source.hub_id / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_parquet(path)
+
+
 QA_FIXTURES = {"duorc": duorc_rows, "newsqa": newsqa_rows, "mr-tydi-en": mr_tydi_records, "mfaq-en": mfaq_records}
 
 
 def write_source_mirror(root: Path, mmarco_queries: int = 24, wikiqa_questions: int = 16,
-                        nq_questions: int = 16, qa_questions: int = 16) -> Path:
+                        nq_questions: int = 16, qa_questions: int = 16, squadshifts_questions: int = 40) -> Path:
     """A mirror holding every hub source the paper grids train on (fixture rows): ``qa_questions``
-    questions for each of DuoRC, NewsQA, Mr. TyDi and MFAQ (``QA_FIXTURES``)."""
+    questions for each of DuoRC, NewsQA, Mr. TyDi and MFAQ (``QA_FIXTURES``; their -mt variants read
+    the same files), and SQuADShifts, the validation set."""
     write_mmarco_mirror(root, get_source("mmarco").languages, mmarco_queries)
     write_wikiqa_mirror(root, wikiqa_questions)
     write_natural_questions_mirror(root, nq_questions)
     for name, rows in QA_FIXTURES.items():
         write_hub_rows(root, name, rows(qa_questions))
+    write_squadshifts_mirror(root, squadshifts_questions)
     return Path(root)
 
 

@@ -13,7 +13,8 @@ def test_paper_downloads_are_declared_and_unknowns_stay_unknown():
     assert by_name["mmarco"] == 36 and by_name["facebook/nllb-200-distilled-600M"] == 2.5
     assert by_name["FacebookAI/xlm-roberta-base@e73636d"] == 1.1 and "tiny" not in " ".join(table.name)
     assert math.isnan(by_name["miracl"])                       # no size declared: not guessed
-    assert table.name.str.contains("wikiqa \\(UNPINNED").any()  # its hub commit is still missing
+    assert not table.name.str.contains("UNPINNED").any()       # wikiqa is pinned now
+    assert download_table([], ["yahoo-answers-qa"], []).name.str.contains("yahoo-answers-qa \\(UNPINNED").any()
 
 
 def test_tiny_mt_downloads_nothing():

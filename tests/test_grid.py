@@ -77,11 +77,11 @@ def test_smoke_grid_is_small_and_fast():
 
 def test_paper_grid_configuration():
     grid = load_grid(PARAMS / "grid-paper.yaml")
-    assert set(grid.backbones) <= set(available_backbones()) and set(grid.backbones) == {"xlmr-base", "labse"}
+    assert set(grid.backbones) <= set(available_backbones()) and set(grid.backbones) == {"xlmr-base", "labse-paper"}
     assert grid.train["batch_size"] == 100 and grid.train["learning_rate"] == pytest.approx(3e-5)
     assert set(grid.samplers) == {"en", "mono", "cross", "hybrid"}
     cells = expand_cells(grid)
-    assert len(cells) == 2 * (1 + 3 * 4 * 3)              # per backbone: zero-shot + 3 mixtures x 4 samplers x 3 seeds
+    assert len(cells) == 2 * (1 + 4 * 3)                  # per backbone: zero-shot + the paper mix x 4 samplers x 3 seeds
     assert grid.train_datasets[0] == {"train": "mmarco,wikiqa,natural-questions,duorc,newsqa,mr-tydi-en,mfaq-en",
                                       "evaluate": ["xquad-r", "mlqa-r", "miracl"]}
     for cell in cells:
@@ -95,12 +95,12 @@ def test_paper_grid_configuration():
     assert grid.estimate["evaluation_minutes"]["miracl"] > 0
 
 
-@pytest.mark.parametrize("name", ["grid", "grid-smoke", "grid-paper"])
+@pytest.mark.parametrize("name", ["grid", "grid-smoke", "grid-paper", "grid-paper-variant"])
 def test_grid_parameters_exist_in_the_notebooks(name):
     grid = load_grid(name)
     by_notebook: dict[str, set] = {}
     for job in plan_jobs(grid):
-        if job.kind != "merge":                           # a module (lib.weight_systems), not a notebook
+        if job.kind not in ("merge", "translate"):        # modules (lib.weight_systems, lib.sources), not notebooks
             by_notebook.setdefault(job.notebook, set()).update(job.parameters)
     for notebook, names in by_notebook.items():
         if not (NOTEBOOKS / notebook).is_file():

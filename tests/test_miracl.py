@@ -216,3 +216,16 @@ def test_run_evaluation_serves_miracl_through_the_registry(miracl_dir):
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["summary"]["miracl_all_n_languages"] == 1 and metrics["primary_metric"] == "miracl_mean_ndcg@10"
     assert evaluation.per_language.loc["te", "recall@100"] == 1.0
+
+
+def test_corpus_embeddings_are_deleted_after_a_complete_evaluation_unless_kept(miracl_dir, tmp_path, monkeypatch):
+    from lib.io import outputs_dir
+
+    monkeypatch.setenv("HBT_OUTPUTS", str(tmp_path / "outputs"))
+    cache = outputs_dir() / "cache" / "miracl"
+    run_evaluation("tiny", "miracl", languages=["te"], data_dir=str(miracl_dir), device="cpu", run="gone")
+    assert not cache.exists() or not any(cache.iterdir())                     # the default: deleted
+    _, path = run_evaluation("tiny", "miracl", languages=["te"], data_dir=str(miracl_dir), device="cpu",
+                             run="kept", keep_embeddings=True)
+    assert [p.name for p in cache.iterdir()] and any(cache.rglob("manifest.json"))
+    assert json.loads((path / "config.json").read_text())["keep_embeddings"] is True

@@ -1,4 +1,4 @@
-"""Feasibility of params/grid-paper.yaml: every training cell's data, samplers and validation build at
+"""Feasibility of params/grid-paper.yaml and its variant: every training cell's data, samplers and validation build at
 the grid's batch size (100), and two steps of it train with the tiny backbone: on the real LAReQA files
 for the LAReQA mixtures, on generated fixture mirrors of mMARCO and of every QA set of the paper's mix
 (tests/source_fixtures.py, their real formats, translated by tiny-mt) for the paper's mix.
@@ -25,12 +25,13 @@ pytestmark = [pytest.mark.real_data, pytest.mark.usefixtures("one_torch_thread")
 
 
 def paper_train_cells() -> list[dict]:
-    """The train jobs' parameters, one per (sampler, alpha, training sources): seeds and backbones
-    change neither the data nor the samplers' feasibility."""
+    """The train jobs' parameters of the paper grid and its variant, one per (sampler, alpha, training
+    sources): seeds and backbones change neither the data nor the samplers' feasibility."""
     cells = {}
-    for job in plan_jobs(load_grid("grid-paper")):
+    for job in [*plan_jobs(load_grid("grid-paper")), *plan_jobs(load_grid("grid-paper-variant"))]:
         if job.kind == "train":
-            key = (job.parameters["sampler"], job.parameters.get("alpha"), job.parameters["train_sources"])
+            key = (job.parameters["sampler"], job.parameters.get("alpha"), job.parameters["train_sources"],
+                   job.parameters.get("source_weighting"))
             cells.setdefault(key, job.parameters)
     return list(cells.values())
 
@@ -63,17 +64,20 @@ def groups_by_sources(lareqa_dir, tmp_path_factory):
 
 
 def test_the_paper_mix_is_a_cell_with_every_training_language(groups_by_sources):
-    train_groups, held_out = groups_by_sources[PAPER_MIX]
+    train_groups, validation = groups_by_sources[PAPER_MIX]
     assert {g.source for g in train_groups} == set(PAPER_MIX.split(",")) == {"mmarco", "wikiqa", "natural-questions", *QA_FIXTURES}
-    # the last wikiqa question and the last duorc question have no answer
-    assert len(train_groups) + len(held_out) == (MMARCO_QUERIES + WIKIQA_QUESTIONS - 1 + NQ_QUESTIONS
-                                                 + len(QA_FIXTURES) * QA_QUESTIONS - 1)
+    # the last wikiqa question and the last duorc question have no answer; nothing is held out:
+    # SQuADShifts validates (the fixture mirror's 40 questions)
+    assert len(train_groups) == (MMARCO_QUERIES + WIKIQA_QUESTIONS - 1 + NQ_QUESTIONS + len(QA_FIXTURES) * QA_QUESTIONS - 1)
+    assert {g.source for g in validation} == {"squadshifts"} and len(validation) == 40
     languages = {lang for g in train_groups for lang in g.languages}
     assert languages == {"en", "ar", "zh", "de", "es", "ru", "hi", "th", "tr"}
+    english_only = {g.source for g in train_groups if g.languages == ["en"]}
+    assert english_only == {"mr-tydi-en", "mfaq-en"}                # as the paper: not translated
 
 
 def test_mlqa_r_holds_out_fewer_ids_than_the_batch_in_some_language(groups_by_sources):
-    batch_size = load_grid("grid-paper").train["batch_size"]
+    batch_size = load_grid("grid-paper-variant").train["batch_size"]
     _, held_out = groups_by_sources["mlqa-r"]
     per_language = Counter(lang for group in held_out for lang in group.languages)
     assert min(per_language.values()) < batch_size <= max(len(held_out), batch_size)
@@ -89,6 +93,7 @@ def test_every_paper_cell_trains_at_the_grid_batch_size(parameters, groups_by_so
     result = train(config, groups=groups_by_sources[parameters["train_sources"]], progress=False)
     recorded = read_json(result.run_dir / "config.json")
     assert recorded["batch_size"] == grid_batch == 100
+    assert recorded["source_weighting"] == parameters.get("source_weighting", "loaded")
     assert 1 <= recorded["validation_batch_size"] <= grid_batch
     assert result.metrics["steps"] == 2 and result.metrics["validation_batches"] >= 1
     assert math.isfinite(result.metrics["best_val_loss"]) and math.isfinite(result.metrics["final_train_loss"])

@@ -34,15 +34,19 @@ def test_smoke_paper_grid_trains_on_the_paper_mix_and_reports(tmp_path, monkeypa
         table = run_grid(grid, execute=in_process)
     finally:
         torch.set_num_threads(threads)
-    assert set(table.status) == {"done"} and len(table) == 16
+    assert set(table.status) == {"done"} and len(table) == 17
+    assert table.kind.iloc[0] == "translate"                  # its own job, first, once
+    translate = read_json(outputs_dir() / table.run.iloc[0] / "metrics.json")["summary"]
+    assert set(translate) == {"wikiqa", "natural-questions", "duorc", "newsqa"}   # not the English-only sets
     trained = table[table.kind == "train"].run.tolist()
     assert len(trained) == 4
     for run in trained:
         config, metrics = read_json(outputs_dir() / run / "config.json"), read_json(outputs_dir() / run / "metrics.json")
         assert config["train_sources"] == "mmarco,wikiqa,natural-questions,duorc,newsqa,mr-tydi-en,mfaq-en" and config["translation_model"] == "tiny-mt"
         # 24 mmarco queries + 15 answered wikiqa questions + 16 NQ pairs + 15 answered duorc questions
-        # + 16 each of newsqa, mr-tydi-en and mfaq-en; 10% held out by question id
-        assert metrics["train_groups"] + metrics["validation_groups"] == 24 + 15 + 16 + 15 + 3 * 16
+        # + 16 each of newsqa, mr-tydi-en and mfaq-en, all trained on; SQuADShifts validates (40)
+        assert metrics["train_groups"] == 24 + 15 + 16 + 15 + 3 * 16 and metrics["validation_groups"] == 40
+        assert config["source_weighting"] == "declared" and config["validation_source"] == "squadshifts"
         assert metrics["steps"] == 2 and math.isfinite(metrics["best_val_loss"])
     results = pd.read_csv(outputs_dir() / "report-paper-smoke" / "results.csv")
     assert set(results.status) == {"complete"} and len(results) == 5           # zero-shot + four samplers

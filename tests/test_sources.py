@@ -67,9 +67,9 @@ def test_hub_qa_adapter_on_wikiqa_rows_translates_and_keeps_negatives(tmp_path, 
 
 def test_unpinned_hub_source_without_a_mirror_names_the_fix(monkeypatch):
     monkeypatch.delenv("HBT_SOURCES_DIR", raising=False)
-    assert get_source("wikiqa").revision is None  # the full commit hash was not found: see its YAML
-    with pytest.raises(DataError, match="no pinned revision: set `revision:` in params/sources/wikiqa.yaml"):
-        load_source_groups("wikiqa", translator=fake_translator)
+    assert get_source("yahoo-answers-qa").revision is None  # no full commit found: see its YAML
+    with pytest.raises(DataError, match="no pinned revision: set `revision:` in params/sources/yahoo-answers-qa.yaml"):
+        load_source_groups("yahoo-answers-qa", translator=fake_translator)
 
 
 def test_mmarco_source_from_a_mirror_trains_through_train_config(tmp_path, monkeypatch):
@@ -131,7 +131,8 @@ def test_yahoo_answers_qa_rows_one_group_per_question_without_negatives(tmp_path
         load_source_groups("yahoo-answers-qa", translator=fake_translator)
 
 
-PAPER_QA_SETS = ["duorc", "newsqa", "mr-tydi-en", "mfaq-en"]   # EntityQuestions: no passages published
+PAPER_QA_SETS = ["duorc", "newsqa", "mr-tydi-en-mt", "mfaq-en-mt"]   # EntityQuestions: no passages published
+ENGLISH_ONLY = ["mr-tydi-en", "mfaq-en"]                             # the paper's: not translated
 
 
 @pytest.fixture
@@ -145,6 +146,8 @@ def test_the_paper_qa_sets_are_registered_pinned_and_translated_into_the_nine_la
         source = get_source(name)
         assert len(source.revision) == 40 and int(source.revision, 16) >= 0
         assert source.translate_to == ["ar", "zh", "de", "es", "hi", "ru", "th", "tr"]
+    for name in ENGLISH_ONLY:
+        assert get_source(name).translate_to == [] and len(get_source(name).revision) == 40
     assert not any("entity" in name for name in available_sources())
 
 
@@ -170,13 +173,14 @@ def test_newsqa_rows_are_numbered_questions_on_their_article(mirror):
 def test_mr_tydi_takes_the_first_positive_passage_and_the_bm25_negatives(mirror):
     path = write_hub_rows(mirror, "mr-tydi-en", mr_tydi_records(3))
     assert path.name == "train.jsonl.gz"
-    groups = load_source_groups("mr-tydi-en", max_negatives=1, translator=fake_translator)
-    assert [g.qid for g in groups] == ["mr-tydi-en:0", "mr-tydi-en:1", "mr-tydi-en:2"]
+    assert load_source_groups("mr-tydi-en", max_negatives=1)[1].languages == ["en"]   # English only
+    groups = load_source_groups("mr-tydi-en-mt", max_negatives=1, translator=fake_translator)
+    assert [g.qid for g in groups] == ["mr-tydi-en-mt:0", "mr-tydi-en-mt:1", "mr-tydi-en-mt:2"]
     assert groups[1].positives["en"] == "The city 1 was founded in 1801."
     assert groups[1].negatives["en"] == ["Another river 1 is mentioned here (7)."]
     assert groups[1].negatives["th"] == ["[th] Another river 1 is mentioned here (7)."]
     assert groups[2].negatives == {}                                   # a query without negatives
-    two = load_source_groups("mr-tydi-en", max_negatives=3, translator=fake_translator)
+    two = load_source_groups("mr-tydi-en-mt", max_negatives=3, translator=fake_translator)
     assert len(two[0].negatives["en"]) == 2
 
 
@@ -190,8 +194,9 @@ def test_nested_fields_read_from_parquet_lists_of_structs_too(tmp_path):
 
 def test_mfaq_explodes_each_page_into_one_group_per_pair(mirror):
     write_hub_rows(mirror, "mfaq-en", mfaq_records(3))               # pages of 2 and 1 pairs
-    groups = load_source_groups("mfaq-en", translator=fake_translator)
-    assert [g.qid for g in groups] == ["mfaq-en:0", "mfaq-en:1", "mfaq-en:2"]
+    assert [g.languages for g in load_source_groups("mfaq-en")] == [["en"]] * 3   # English only
+    groups = load_source_groups("mfaq-en-mt", translator=fake_translator)
+    assert [g.qid for g in groups] == ["mfaq-en-mt:0", "mfaq-en-mt:1", "mfaq-en-mt:2"]
     assert groups[1].queries["en"] == "How do I book the city tour 1?"
     assert groups[1].positives["en"] == "Book tour 1 online or at the desk." and groups[1].negatives == {}
     assert groups[2].positives["es"] == "[es] Book tour 2 online or at the desk."

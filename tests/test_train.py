@@ -209,7 +209,9 @@ def test_run_writes_config_log_metrics_and_checkpoints(trained):
     assert metrics["steps"] == 6 and metrics["pairs"] == 24 and not metrics["stopped_early"]
     assert metrics["best_val_loss"] == pytest.approx(log.val_loss.min())
     assert metrics["peak_memory_mb"] > 0 and metrics["pairs_per_second"] > 0
-    assert [p.name for p in checkpoints(trained.run_dir)] == ["step-000004", "step-000006"]
+    # finished: the last checkpoint keeps its small state only (keep_optimizer_state=false)
+    assert [p.name for p in checkpoints(trained.run_dir)] == ["step-000006"]
+    assert sorted(p.name for p in checkpoints(trained.run_dir)[0].iterdir()) == ["state.json", "state.pt"]
 
 
 def test_saved_model_loads_with_sentence_transformers_transformers_and_lib(trained):
