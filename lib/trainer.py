@@ -182,7 +182,7 @@ def load_training_groups(config):
 
 @dataclass
 class TrainerState:
-    """The counters and log of a run; a checkpoint saves them (``state.pt``'s ``trainer``)."""
+    """The counters and log of a run; a checkpoint saves them (``resume.json``'s ``trainer``)."""
 
     step: int = 0
     best_val_loss: float = math.inf

@@ -9,6 +9,9 @@ rows also check exit code 2 and a message of at most three lines. The faults tha
 from __future__ import annotations
 
 import json
+import math
+import os
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ import yaml
 
 import lib.gradcache
 import lib.trainer
+from lib.checkpoint import UnsafeCheckpointError, load_tree, rng_state, save_tree
 from lib.cli import run_cli
 from lib.completion import MARKER, is_complete, mark_complete
 from lib.data import ParallelGroup, lareqa_file, load_lareqa, parse_squad_file
@@ -69,7 +73,7 @@ def squad(paragraph: dict) -> str:
 def checkpoint_folder(tmp: Path) -> str:
     folder = tmp / "run" / "checkpoints" / "step-000002"
     folder.mkdir(parents=True)
-    torch.save({}, folder / "state.pt")
+    (folder / "resume.json").write_text("{}")
     return str(folder)
 
 
@@ -286,7 +290,7 @@ def test_a_diverged_run_stops_with_the_step_and_saves_no_nan(monkeypatch):
 
 
 def test_a_damaged_checkpoint_is_reported_and_the_one_before_used(capsys):
-    """Truncated state.pt of the newest checkpoint: a warning names it, training resumes from the
+    """Truncated resume.json of the newest checkpoint: a warning names it, training resumes from the
     previous one; orphaned temporary folders of killed saves are removed at the start."""
     def kill_after_step_2(step: int) -> None:
         if step == 2:
@@ -295,7 +299,7 @@ def test_a_damaged_checkpoint_is_reported_and_the_one_before_used(capsys):
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(), groups=groups(), progress=False, on_step_end=kill_after_step_2)
     run = outputs_dir() / "r"
-    damaged = run / "checkpoints" / "step-000002" / "state.pt"
+    damaged = run / "checkpoints" / "step-000002" / "resume.json"
     damaged.write_bytes(damaged.read_bytes()[:100])
     orphan = run / ".model.k3j_x9qa"
     (orphan / "model").mkdir(parents=True)
@@ -304,7 +308,7 @@ def test_a_damaged_checkpoint_is_reported_and_the_one_before_used(capsys):
     assert result.metrics["resumed_from_step"] == 1 and result.metrics["steps"] == 3
     assert not orphan.exists()
     for checkpoint in (run / "checkpoints").iterdir():
-        (checkpoint / "model.pt").write_bytes(b"")
+        (checkpoint / "model.safetensors").write_bytes(b"")
     with pytest.raises(TrainError, match="no checkpoint of .* is readable"):
         train(tiny_config(), groups=groups(), progress=False)
 
@@ -347,3 +351,57 @@ def test_complete_means_the_marker_written_last_after_the_notebook(tmp_path):
     assert not is_complete(run)
     mark_complete(run)
     assert is_complete(run)
+
+
+class _RunsCode:
+    """A pickle whose loading runs a shell command (what a shared ``state.pt`` could hold)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_checkpoint_is_refused_and_never_run(tmp_path):
+    """An old-format checkpoint (state.pt, a pickle that runs code) is refused by name with the fix,
+    and nothing runs; resume=False starts over; a state.pt beside a safe checkpoint is ignored."""
+    marker = tmp_path / "code-ran"
+    folder = outputs_dir() / "r" / "checkpoints" / "step-000002"
+    folder.mkdir(parents=True)
+    payload = pickle.dumps(_RunsCode(marker))
+    (folder / "state.pt").write_bytes(payload)
+    with pytest.raises(UnsafeCheckpointError, match=r"step-000002 is in the old pickle format \(state.pt\), which "
+                       r"can run code when loaded and is not read; start the run over with resume=False"):
+        train(tiny_config(), groups=groups(), progress=False)
+    assert not marker.exists()
+    result = train(tiny_config(resume=False), groups=groups(), progress=False)
+    assert result.metrics["resumed_from_step"] is None and not (folder / "state.pt").exists()
+    latest = outputs_dir() / "r" / "checkpoints" / "step-000003"
+    assert sorted(p.name for p in latest.iterdir()) == ["model.safetensors", "optimizer.json", "optimizer.safetensors",
+                                                        "resume.json", "resume.safetensors", "state.json"]
+    (latest / "state.pt").write_bytes(payload)
+    assert train(tiny_config(), groups=groups(), progress=False).metrics["resumed_from_step"] == 3
+    assert not marker.exists()
+    pickle.loads(payload)             # the payload is real: unpickled, it runs its command
+    assert marker.exists()
+
+
+def test_the_safe_state_format_round_trips_exactly(tmp_path):
+    """RNG states, tuples, non-finite floats, int keys, numpy scalars and bytes come back as they were."""
+    state = {"rng": [rng_state()], "trainer": {"best_val_loss": math.inf, "last": float("nan"), "step": 3},
+             "optimizer": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3)}}, "betas": (0.9, 0.999),
+             "scale": np.float32(0.1), "raw": b"\x00\xff", "__type__": "a key that looks like a tag"}
+    save_tree(tmp_path, "resume", state)
+    back = load_tree(tmp_path, "resume")
+    python_state, numpy_state = back["rng"][0]["python"], back["rng"][0]["numpy"]
+    assert python_state == random.getstate() or python_state == state["rng"][0]["python"]
+    assert numpy_state[0] == "MT19937" and np.array_equal(numpy_state[1], state["rng"][0]["numpy"][1])
+    assert numpy_state[1].dtype == np.uint32 and numpy_state[2:] == state["rng"][0]["numpy"][2:]
+    assert torch.equal(back["rng"][0]["torch"], state["rng"][0]["torch"])
+    assert back["trainer"]["best_val_loss"] == math.inf and math.isnan(back["trainer"]["last"])
+    assert torch.equal(back["optimizer"][0]["exp_avg"], state["optimizer"][0]["exp_avg"])
+    assert back["betas"] == (0.9, 0.999) and type(back["scale"]) is np.float32 and back["scale"] == state["scale"]
+    assert back["raw"] == b"\x00\xff" and back["__type__"] == state["__type__"]
+    with pytest.raises(TypeError, match=r"checkpoint resume.fn is a function, which a checkpoint cannot hold"):
+        save_tree(tmp_path, "resume", {"fn": lambda: None})
