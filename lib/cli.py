@@ -6,7 +6,9 @@ describe bad input (``ValueError`` and its subclasses such as ``DataError`` and 
 missing or unreadable files, and the module's own error classes) is printed as
 ``<prog>: error: <message>`` and exits with 2, argparse's code for bad usage. ``--debug``
 anywhere on the command line shows the full traceback instead. Other exceptions (bugs) keep
-their traceback.
+their traceback. SIGTERM is turned into ``KeyboardInterrupt`` as Ctrl-C is, so that a stopped
+command cleans up (a grid stops its notebook jobs, a notebook job its kernel); it ends with
+``<prog>: interrupted`` and exit code 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
 
     if __name__ == "__main__":
         run_cli(main, "python -m lib.train", input_errors=(TrainError, BackboneError))
@@ -14,7 +16,9 @@ their traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Any, Callable, Sequence
 
 import yaml
@@ -35,6 +39,24 @@ def error_message(error: BaseException) -> str:
     return text
 
 
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGTERM) asked the command to stop, as Ctrl-C does."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises :class:`Interrupted` (a KeyboardInterrupt) in the main thread."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def run_cli(main: Callable[[Sequence[str] | None], Any], prog: str,
             input_errors: tuple[type[BaseException], ...] = (), argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` (``sys.argv[1:]`` by default, ``--debug`` removed); 0 on success, 2 on
@@ -42,8 +64,15 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], prog: str,
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
     argv = [arg for arg in argv if arg != DEBUG_FLAG]
+    stop_on_sigterm()
     try:
         main(argv)
+    except KeyboardInterrupt as error:
+        if debug:
+            raise
+        signum = getattr(error, "signum", signal.SIGINT)
+        print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+        return 128 + signum
     except INPUT_ERRORS + tuple(input_errors) as error:
         if debug:
             raise
