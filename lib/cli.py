@@ -16,6 +16,7 @@ command cleans up (a grid stops its notebook jobs, a notebook job its kernel); i
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import threading
@@ -28,6 +29,12 @@ BAD_INPUT = 2
 DEBUG_FLAG = "--debug"
 
 
+def without_flag(argv: Sequence[str] | None, flag: str) -> tuple[list[str], bool]:
+    """``argv`` (``sys.argv[1:]`` when None) without ``flag``, and whether it was there."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return [arg for arg in argv if arg != flag], flag in argv
+
+
 def error_message(error: BaseException) -> str:
     """The message of an input error, with the fix for the errors Python words without one."""
     if isinstance(error, PermissionError):
@@ -35,6 +42,12 @@ def error_message(error: BaseException) -> str:
                 "writable or point HBT_OUTPUTS at a writable folder")
     if isinstance(error, FileNotFoundError) and error.filename:
         return f"{error.filename} not found ({error.strerror}); check the path"
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left on device" in str(error):
+        return (f"no space left on the device while writing {getattr(error, 'filename', None) or 'a file'}; free "
+                "space, or point HBT_OUTPUTS (runs) and HBT_CACHE (downloads, embeddings) at a larger disk")
+    if isinstance(error, OSError) and error.errno == errno.EROFS:
+        return (f"{error.filename or 'a file'} is on a read-only file system; point HBT_OUTPUTS (runs) and "
+                "HBT_CACHE (downloads, embeddings) at a writable folder")
     text = str(error).strip() or type(error).__name__
     return text
 

@@ -15,6 +15,7 @@ included; ``--dry-run`` lists what it would upload:
 from __future__ import annotations
 
 import argparse
+import sys
 import contextlib
 import fcntl
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Iterator, Sequence
 from huggingface_hub import EvalResult, HfApi, ModelCard
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
+from lib.cli import run_cli
 from lib.sources import source_languages
 from lib.io import read_json, write_json, write_text
 
@@ -150,4 +152,4 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.model_card"))

@@ -41,11 +41,13 @@ from traitlets import CaselessStrEnum
 
 from lib.backbones import BackboneError
 from lib.cli import run_cli
-from lib.completion import clear_complete, mark_complete
+from lib.completion import check_run_claim, clear_complete, mark_complete, record_run
 from lib.completion import is_complete as run_is_complete
 from lib.io import PROJECT_ROOT, outputs_dir, remove_orphaned_temporaries, run_dir
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+NOTEBOOK_KINDS = {"03_train.ipynb": "train", "04_evaluate.ipynb": "evaluate", "05_bias.ipynb": "bias",
+                  "06_report.ipynb": "report"}      # the kind of run each notebook writes (run.json)
 
 
 RUNTIME_PREFIX = "hbt-kernel-"
@@ -128,10 +130,13 @@ def execute(notebook: str, run: str, parameters: dict[str, Any], force: bool = F
     written once the executed notebook is.
     """
     source = check_parameters(notebook, parameters)
+    kind = NOTEBOOK_KINDS.get(source.name, source.stem)
+    check_run_claim(outputs_dir() / run, kind, parameters, source.name, force=force, fix="--force")
     path = run_dir(run)
     if not force and is_complete(run):
         print(f"[skip] {run}: complete")
         return path
+    record_run(path, kind, parameters, source.name, replace=force)
     clear_complete(path)
     remove_orphaned_temporaries(path)
     remove_stale_kernel_files()
@@ -282,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("notebook", help="a notebook of notebooks/ (03_train.ipynb) or an absolute path")
     parser.add_argument("--run", required=True, help="the output folder, outputs/<run>/")
     parser.add_argument("--parameters", default="{}", help="the notebook's parameters as JSON")
-    parser.add_argument("--force", action="store_true", help="execute a complete run again")
+    parser.add_argument("--force", action="store_true", help="execute a complete run again, or write over a run "
+                        "folder that holds another kind of run or other parameters")
     args = parser.parse_args(argv)
     # papermill logs each cell's output as it comes (log_output): to stdout, i.e. runner.log
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)

@@ -281,7 +281,7 @@ def test_a_diverged_run_stops_with_the_step_and_saves_no_nan(monkeypatch):
         return loss * float("nan") if calls["n"] >= 2 else loss
 
     monkeypatch.setattr(lib.gradcache, "batch_loss", loss_turning_nan)
-    with pytest.raises(TrainError, match=r"training diverged at step 2: the loss is nan \(learning_rate 0.001"):
+    with pytest.raises(TrainError, match=r"training diverged at step 2: the loss is nan \(learning_rate 0.001, temperature 0.05, precision fp32.*the settings that can cause it: a learning rate too high, a temperature too low"):
         train(tiny_config(), groups=groups(), progress=False)
     run = outputs_dir() / "r"
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000001"]
