@@ -35,6 +35,16 @@ def without_flag(argv: Sequence[str] | None, flag: str) -> tuple[list[str], bool
     return [arg for arg in argv if arg != flag], flag in argv
 
 
+def check_cli_arguments(run: str | None, batch_size: int) -> None:
+    """The ``--run`` and ``--batch-size`` of an evaluation command (lib.tatoeba, lib.miracl), before
+    a model is loaded."""
+    from lib.validation import check_range, check_run_name
+
+    if run is not None:
+        check_run_name(run, "--run")
+    check_range("--batch-size", batch_size, low=1)
+
+
 def error_message(error: BaseException) -> str:
     """The message of an input error, with the fix for the errors Python words without one."""
     if isinstance(error, PermissionError):

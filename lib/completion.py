@@ -95,7 +95,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def check_run_claim(run_path: str | os.PathLike, kind: str, parameters: dict[str, Any], source: str,
-                    force: bool = False, fix: str = "force=True") -> None:
+                    force: bool = False, fix: str = "--force (force=True from Python)") -> None:
     """Refuse to write a ``kind`` run made by ``source`` with ``parameters`` into a folder that holds
     another kind of run, or the same kind made by ``source`` with other parameters (``force``: allowed)."""
     run_path = Path(run_path)
@@ -103,7 +103,7 @@ def check_run_claim(run_path: str | os.PathLike, kind: str, parameters: dict[str
         return
     found = run_kind(run_path)
     if found is not None and found != kind:
-        raise RunConflictError(f"run folder {run_path} holds a {found} run, not a {kind} run; choose another run "
+        raise RunConflictError(f"run folder {run_path} holds a {found!r} run, not {kind!r}; choose another run "
                                f"name, or {fix} to write over it")
     try:
         recorded = read_json(run_path / RUN_RECORD).get("parameters", {}).get(source)
@@ -112,7 +112,7 @@ def check_run_claim(run_path: str | os.PathLike, kind: str, parameters: dict[str
     if recorded is not None:
         differences = _differences(recorded, parameters)
         if differences:
-            raise RunConflictError(f"run folder {run_path} holds a {kind} run made with other parameters "
+            raise RunConflictError(f"run folder {run_path} holds a {kind!r} run made with other parameters "
                                    f"({'; '.join(differences[:4])}); choose another run name, or {fix} to write over it")
 
 

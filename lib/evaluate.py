@@ -41,6 +41,7 @@ from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
 from lib.validation import ParameterError, check_device, check_range, check_run_name, coerce, coerce_fields
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
+CLI_ERRORS = (BackboneError, DataError, SafetensorError)    # bad input beyond lib.cli's: one line, exit 2
 # what a grid's report reads of each LAReQA run (lib.gather); its tables, tests and verdict are lib.report's
 LAREQA_REPORT_METRICS = ("mono map", "cross map", "multi map", "mono map@20", "cross map@20", "multi map@20",
                          "mono recall@1", "cross recall@1", "multi recall@10", "multi rank_distance")
@@ -271,4 +272,4 @@ def main(argv=None) -> tuple[Evaluation, Path] | None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, "python -m lib.evaluate", (BackboneError, DataError, SafetensorError)))
+    sys.exit(run_cli(main, "python -m lib.evaluate", CLI_ERRORS))

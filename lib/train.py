@@ -50,6 +50,7 @@ from lib.tracking import REPORT_TO, wandb_module
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_ALPHA = 0.5          # hybrid's alpha when none is given
+CLI_ERRORS = (TrainError, BackboneError, CheckpointError, SafetensorError)   # bad input beyond lib.cli's
 
 
 @dataclass
@@ -191,7 +192,10 @@ class TrainConfig:
         if config.report_to not in REPORT_TO:
             raise TrainError(f"report_to {config.report_to!r}: expected one of {REPORT_TO}")
         if config.report_to == "wandb":
-            wandb_module()  # fails now, with how to install it, rather than after the data is loaded
+            try:
+                wandb_module()  # fails now, with how to install it, rather than after the data is loaded
+            except ImportError as error:
+                raise TrainError(str(error)) from None
         if config.negative_language not in NEGATIVE_LANGUAGES:
             raise TrainError(f"negative_language {config.negative_language!r}: expected one of {NEGATIVE_LANGUAGES}")
         positive = ("steps", "batch_size", "grad_accumulation", "validation_batches")
@@ -334,4 +338,4 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, "python -m lib.train", (TrainError, BackboneError, CheckpointError, SafetensorError)))
+    sys.exit(run_cli(main, "python -m lib.train", CLI_ERRORS))
