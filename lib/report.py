@@ -258,7 +258,7 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
     if isinstance(extra_runs, str):
         extra_runs = [r.strip() for r in extra_runs.split(",") if r.strip()]
     results = grid_results(grid, extra_runs)
-    if "status" in results and not len(results[results.status != "missing"]):
+    if grid is not None and not extra_runs and "status" in results and not len(results[results.status != "missing"]):
         raise ValueError(f"grid {grid.name if grid else ''} has no evaluation run yet in {outputs_dir()} "
                          f"({len(results)} missing); run the grid first (python -m lib.grid "
                          f"{grid.source if grid and grid.source else 'params/<grid>.yaml'}), or name complete "

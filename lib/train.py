@@ -50,7 +50,8 @@ from lib.tracking import REPORT_TO, wandb_module
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_ALPHA = 0.5          # hybrid's alpha when none is given
-CLI_ERRORS = (TrainError, BackboneError, CheckpointError, SafetensorError)   # bad input beyond lib.cli's
+# bad input beyond lib.cli's (ImportError: report_to=wandb without wandb, whose message says how to install it)
+CLI_ERRORS = (TrainError, BackboneError, CheckpointError, SafetensorError, ImportError)
 
 
 @dataclass
@@ -192,10 +193,7 @@ class TrainConfig:
         if config.report_to not in REPORT_TO:
             raise TrainError(f"report_to {config.report_to!r}: expected one of {REPORT_TO}")
         if config.report_to == "wandb":
-            try:
-                wandb_module()  # fails now, with how to install it, rather than after the data is loaded
-            except ImportError as error:
-                raise TrainError(str(error)) from None
+            wandb_module()  # fails now, with how to install it, rather than after the data is loaded
         if config.negative_language not in NEGATIVE_LANGUAGES:
             raise TrainError(f"negative_language {config.negative_language!r}: expected one of {NEGATIVE_LANGUAGES}")
         positive = ("steps", "batch_size", "grad_accumulation", "validation_batches")

@@ -120,7 +120,7 @@ def check_device(device: str, name: str = "device") -> str:
     import torch
 
     text = str(device).strip()
-    if text in ("auto", "cpu"):
+    if text in ("", "auto", "cpu"):          # "": a null from YAML, the caller's default
         return text
     match = re.fullmatch(r"cuda(?::(\d+))?", text)
     if text == "mps":
