@@ -245,8 +245,12 @@ class EvaluateConfig:
     run: str = param("", "outputs/<run>; empty: eval-<backbone>-<dataset>[-paragraph]")
 
     def __post_init__(self) -> None:
-        """Values as their fields declare (``"64"`` -> 64), or a ParameterError naming the field."""
+        """Values as their fields declare (``"64"`` -> 64) and in range, or a ParameterError naming the field."""
         coerce_fields(self)
+        check_range("batch_size", self.batch_size, low=1)
+        check_range("run_depth", self.run_depth, low=0, fix="0 writes no run files")
+        if self.max_questions is not None:
+            check_range("max_questions", self.max_questions, low=1, fix="None (or leave it out) evaluates every question")
 
 
 def evaluate_step(config: EvaluateConfig, force: bool = False) -> tuple[Evaluation, Path]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -265,7 +267,27 @@ def check_parameters(notebook: str, parameters: dict[str, Any]) -> Path:
     if unknown:
         raise ValueError(f"{source.name} has no parameter(s) {unknown} (papermill would ignore them and run "
                          f"the defaults); its parameters: {sorted(declared)}")
+    check_parameter_values(source.name, parameters)
     return source
+
+
+# the step configuration whose checks a notebook's parameters pass before it runs (06_report's is
+# lib.report's, a layer above: its values are checked in the notebook)
+NOTEBOOK_CONFIGS = {"03_train.ipynb": ("lib.train", "TrainConfig"), "04_evaluate.ipynb": ("lib.evaluate", "EvaluateConfig"),
+                    "05_bias.ipynb": ("lib.bias", "BiasConfig")}
+
+
+def check_parameter_values(notebook: str, parameters: dict[str, Any]) -> None:
+    """Types and ranges of a step notebook's parameters, checked by its configuration class before
+    a kernel starts (a bad value would otherwise leave a failed notebook behind)."""
+    if notebook not in NOTEBOOK_CONFIGS:
+        return
+    module, name = NOTEBOOK_CONFIGS[notebook]
+    config_class = getattr(importlib.import_module(module), name)
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    config = config_class(**{k: v for k, v in parameters.items() if k in fields})
+    if hasattr(config, "check"):
+        config.check()
 
 
 def executed_parameters(run: str, notebook: str) -> dict[str, Any] | None:
@@ -308,4 +330,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, "python -m lib.notebooks", (BackboneError,)))
+    from lib.trainer import TrainError
+
+    sys.exit(run_cli(main, "python -m lib.notebooks", (BackboneError, TrainError)))

@@ -338,6 +338,14 @@ CASES = [
          "--parameters '[1, 2]': expected a JSON object of name: value"),
     Case("notebooks CLI: undeclared parameter", cli_notebooks("--parameters", '{"fial": true}'),
          "probe.ipynb has no parameter(s) ['fial']"),
+    Case("notebooks CLI: a bad value is refused before a kernel starts", lambda t: run_cli(
+        notebooks_main, "python -m lib.notebooks", (TrainError,), ["03_train.ipynb", "--run", "r", "--parameters",
+                                                                   '{"steps": "abc"}']),
+         "python -m lib.notebooks: error: training parameter steps 'abc': expected a whole number"),
+    Case("notebooks: alpha with sampler mono refused before a kernel starts", lambda t: execute(
+        "03_train.ipynb", "r", {"sampler": "mono", "alpha": 0.5}), "alpha=0.5 has no effect with sampler 'mono'"),
+    Case("notebooks: evaluation batch_size=0 refused before a kernel starts", lambda t: execute(
+        "04_evaluate.ipynb", "r", {"batch_size": 0}), "batch_size 0: expected a value in [1, inf]"),
     Case("notebooks: a probe into a training run", into_existing("train", lambda t: execute(probe_notebook(t), "r", {}),
                                                                  config=TRAINING_CONFIG),
          "holds a 'train' run, not 'probe'; choose another run name, or --force", False),

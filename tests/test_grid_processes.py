@@ -120,3 +120,23 @@ def test_ctrl_c_ends_a_command_with_130(capsys):
 
     assert run_cli(interrupted, "python -m lib.grid", (), []) == 130
     assert capsys.readouterr().err == "python -m lib.grid: interrupted (SIGINT)\n"
+
+
+def test_a_failed_job_prints_its_error_line(capsys):
+    """The grid names the error a job ended with, not only where its log is: on stderr, in
+    status.csv's error column."""
+    from lib.notebooks import JobFailed, error_line
+
+    log = "step 1\nTraceback (most recent call last):\n  File x\nValueError: batch_size 9 is larger than the pool\n"
+    assert error_line(log) == "ValueError: batch_size 9 is larger than the pool"
+    assert error_line("just text\nlast line\n") == "last line"
+
+    def failing(notebook, run, parameters, force=False, env=None):
+        raise JobFailed(f"{notebook} for run {run} failed (exit 1)", error_line(log))
+
+    table = run_jobs([Job("train", "03_train.ipynb", "r", {})], failing, outputs_dir() / "g")
+    assert table.status.tolist() == ["failed"]
+    assert ("[failed] r: ValueError: batch_size 9 is larger than the pool (the end of the log: outputs/r/runner.log)"
+            in capsys.readouterr().err)
+    assert pd.read_csv(outputs_dir() / "g" / "status.csv").error.tolist() == [
+        "ValueError: batch_size 9 is larger than the pool"]
