@@ -102,7 +102,8 @@ def _check_model_folder(folder: Path) -> None:
     if any((folder / name).is_file() for name in ("modules.json", "config.json", "backbone.json")):
         return
     hint = next((f"; did you mean {folder / sub}?" for sub in ("model-best", "model") if (folder / sub).is_dir()), "")
-    kind = "a training checkpoint (resume state, not a model)" if (folder / "state.pt").is_file() else "no model"
+    resume_state = any((folder / name).is_file() for name in ("resume.json", "state.pt"))
+    kind = "a training checkpoint (resume state, not a model)" if resume_state else "no model"
     raise BackboneError(f"backbone folder {folder} holds {kind}: expected a model folder with config.json "
                         f"(outputs/<run>/model or outputs/<run>/model-best){hint}")
 

@@ -39,6 +39,7 @@ tables, written by the evaluation), they are read instead.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +48,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from lib.cli import run_cli, without_flag
+from lib.completion import check_run_claim, record_run
 from lib.io import atomic_path, outputs_dir, read_json, run_dir, write_json, write_provenance
 from lib.naming import system_name
 from lib.parameters import param, parse_command_line
 from lib.retrieval import PoolScores, score_lareqa
+from lib.validation import check_device, check_range, check_run_name, coerce, coerce_fields
 
 NEIGHBOURS_FILE = "neighbours.parquet"
 ALIGNMENT_FILE = "alignment.parquet"
@@ -372,16 +376,24 @@ def write_bias(run_path: str | Path, analyses: Sequence[BiasAnalysis], config: d
 
 
 def run_bias_analysis(runs: Sequence[str] | str, run: str, top_k: int = 10, device: str = "auto",
-                      neighbours: bool = True) -> tuple[list[BiasAnalysis], Path]:
-    """Everything 05_bias does: analyse each evaluation run, write ``outputs/<run>/``."""
+                      neighbours: bool = True, force: bool = False) -> tuple[list[BiasAnalysis], Path]:
+    """Everything 05_bias does: analyse each evaluation run, write ``outputs/<run>/`` (a folder that
+    holds another kind of run, or a bias run of other runs or top_k, is refused unless ``force``)."""
     names = [r.strip() for r in runs.split(",")] if isinstance(runs, str) else list(runs)
     names = [n for n in names if n]
     if not names:
         raise ValueError("runs is empty: give evaluation run names (folders of outputs/ made by 04_evaluate)")
+    top_k = coerce("top_k", top_k, int)
+    check_range("top_k", top_k, low=1, fix="the top-k counted, e.g. top_k=10")
+    check_run_name(run)
+    claim = {"runs": names, "top_k": top_k, "neighbours": neighbours}
+    check_run_claim(outputs_dir() / run, "bias", claim, "lib.bias", force=force)
     analyses = [analyse_run(name, top_k=top_k, device=device, neighbours=neighbours) for name in names]
     config = {"task": "bias", "runs": names, "top_k": top_k, "neighbours": neighbours, "run": run,
               "labels": {a.run: a.label for a in analyses}}
-    return analyses, write_bias(run_dir(run), analyses, config)
+    path = write_bias(run_dir(run), analyses, config)
+    record_run(path, "bias", claim, "lib.bias", replace=force)
+    return analyses, path
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,22 +470,30 @@ class BiasConfig:
     device: str = param("auto", "auto | cpu | cuda (only to re-encode on an embedding-cache miss)")
     run: str = param("", "output folder; empty: bias-<first run>")
 
+    def __post_init__(self) -> None:
+        """Values as their fields declare (``"10"`` -> 10) and in range, or a ParameterError naming the field."""
+        coerce_fields(self)
+        check_range("top_k", self.top_k, low=1, fix="the top-k counted, e.g. top_k=10")
+        check_device(self.device)
 
-def bias_step(config: BiasConfig) -> tuple[list[BiasAnalysis], Path]:
+
+def bias_step(config: BiasConfig, force: bool = False) -> tuple[list[BiasAnalysis], Path]:
     names = [name.strip() for name in config.runs.split(",") if name.strip()]
     return run_bias_analysis(names, run=config.run or f"bias-{names[0] if names else ''}", top_k=config.top_k,
-                             device=config.device)
+                             device=config.device, force=force)
 
 
 def main(argv=None) -> tuple[list[BiasAnalysis], Path] | None:
-    """``python -m lib.bias [--config file.yaml] [key=value ...]``: 05_bias's analysis and tables."""
+    """``python -m lib.bias [--config file.yaml] [--force] [key=value ...]``: 05_bias's analysis and
+    tables; ``--force`` writes over a run folder that holds another run."""
+    argv, force = without_flag(argv, "--force")
     config = parse_command_line(BiasConfig, "python -m lib.bias", "Language bias of evaluation runs.", argv)
     if config is not None:
-        analyses, path = bias_step(config)
+        analyses, path = bias_step(config, force=force)
         print(f"outputs: {path}\n{comparison_table(analyses).round(3).to_string()}")
         return analyses, path
     return None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.bias"))

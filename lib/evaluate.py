@@ -11,6 +11,8 @@ runs the same evaluation from a shell; ``--help`` lists every parameter and its 
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +20,17 @@ from typing import Any
 
 import lib.miracl  # noqa: F401  registers the miracl evaluator
 import lib.tatoeba  # noqa: F401  registers the tatoeba evaluator
-from lib.backbones import default_device, get_backbone, load_model
+from safetensors import SafetensorError
+
+from lib.backbones import BackboneError, default_device, get_backbone, load_model
+from lib.cli import run_cli, without_flag
+from lib.completion import check_run_claim, record_run
 from lib.bias import ALIGNMENT_FILE, NEIGHBOURS_FILE, multilingual_neighbours
-from lib.data import CANDIDATE_CONTEXTS, LAREQA_SOURCES, RetrievalDataset, load_lareqa
+from lib.data import CANDIDATE_CONTEXTS, LAREQA_SOURCES, DataError, RetrievalDataset, load_lareqa
 from lib.debias_evaluation import debias_statistics, debiased_embeddings, parse_variants
 from lib.encode import encode
 from lib.hardware import resolve_precision
-from lib.io import run_dir
+from lib.io import outputs_dir, run_dir
 from lib.naming import debias_run_name
 from lib.metrics import METRICS_BY_SETTING, per_query_metrics, summarise, summary_table
 from lib.model_card import update_card_metrics
@@ -34,9 +40,10 @@ from lib.results import (EVALUATORS, Evaluation, EvaluationRequest, evaluator_fo
 from lib.retrieval import SETTINGS, lareqa_ranks, score_lareqa
 from lib.run_files import RUN_DEPTH, TREC_FOLDER, lareqa_run_files
 from lib.tracking import log_evaluation
-from lib.validation import ParameterError, check_range, coerce
+from lib.validation import ParameterError, check_device, check_range, check_run_name, coerce, coerce_fields
 
 LAREQA_DATASETS = ("xquad-r", "mlqa-r")
+CLI_ERRORS = (BackboneError, DataError, SafetensorError)    # bad input beyond lib.cli's: one line, exit 2
 # what a grid's report reads of each LAReQA run (lib.gather); its tables, tests and verdict are lib.report's
 # (by their report labels, the pre-scheme keys "<setting> <metric>"; lib.results keys them {dataset}_<setting>_<metric>)
 LAREQA_REPORT_METRICS = ("mono map", "cross map", "multi map", "mono map@20", "cross map@20", "multi map@20",
@@ -164,8 +171,8 @@ def check_evaluation_parameters(backbone: str, candidate_context: str, batch_siz
         check_range("max_questions", max_questions, low=1, fix="None (or leave it out) evaluates every question")
     if candidate_context not in CANDIDATE_CONTEXTS:
         raise ParameterError(f"candidate_context {candidate_context!r}: expected one of {CANDIDATE_CONTEXTS}")
-    if run and (run in {".", ".."} or "/" in run):
-        raise ParameterError(f"run {run!r}: expected a folder name without '/' (outputs/<run>/)")
+    if run:
+        check_run_name(run)
     get_backbone(backbone)  # an unknown name or a folder without a model fails here, not after loading
     return batch_size, max_questions, run_depth
 
@@ -174,8 +181,8 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
                    batch_size: int = 64, device: str = "auto", run: str = "",
                    max_questions: int | None = None, languages: list[str] | None = None,
                    data_dir: str | None = None, index: str = "flat", debias: str = "none",
-                   precision: str = "auto", run_depth: int = RUN_DEPTH,
-                   keep_embeddings: bool = False) -> tuple[Evaluation, Path]:
+                   precision: str = "auto", run_depth: int = RUN_DEPTH, keep_embeddings: bool = False,
+                   force: bool = False) -> tuple[Evaluation, Path]:
     """Everything 04_evaluate does, in one call: load, encode, search, score, write ``outputs/<run>/``.
 
     ``backbone`` is a registry name (``params/backbones``) or a trained model folder; ``dataset``
@@ -187,11 +194,15 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     LAReQA's encoding precision (auto | fp32 | bf16, ``lib.hardware.resolve_precision``; recorded
     resolved in config.json). ``run_depth``: LAReQA's TREC run files keep the top ``run_depth`` of
     every ranking (0: none). ``keep_embeddings``: MIRACL's corpus embeddings stay on disk after a
-    complete evaluation (default: deleted, about 177 GB per 768-dimensional model).
+    complete evaluation (default: deleted, about 177 GB per 768-dimensional model). A run folder
+    that holds another kind of run, or an evaluation with other
+    parameters, is refused unless ``force`` (``lib.completion.check_run_claim``); a failed
+    evaluation leaves no run folder it created.
     """
     evaluator = evaluator_for(dataset)
     batch_size, max_questions, run_depth = check_evaluation_parameters(backbone, candidate_context, batch_size,
                                                                        max_questions, run, run_depth)
+    check_device(device)
     variants = [spec.name for spec in parse_variants(debias)]
     if len(variants) > 1 and dataset not in LAREQA_DATASETS:
         raise ValueError(f"debias={debias!r} applies to the LAReQA datasets {LAREQA_DATASETS}, not {dataset!r}; "
@@ -199,11 +210,15 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     request = EvaluationRequest(dataset, candidate_context, batch_size, max_questions, languages, data_dir, index,
                                 debias=",".join(variants), precision=precision, run_depth=run_depth,
                                 keep_embeddings=bool(keep_embeddings))
+    run = run or f"eval-{get_backbone(backbone).name}-{dataset}{evaluator.run_suffix(request)}"
+    claim = {"backbone": backbone, "dataset": dataset, "candidate_context": candidate_context,
+             "max_questions": max_questions, "languages": languages, "index": index, "debias": request.debias,
+             "precision": precision, "run_depth": run_depth}
+    check_run_claim(outputs_dir() / run, "evaluate", claim, "lib.evaluate", force=force)
     device = default_device() if device == "auto" else device
     started = time.perf_counter()
     model = load_model(backbone, device=device)
     evaluation, dataset_config = evaluator.evaluate(model, request)
-    run = run or f"eval-{model.backbone.name}-{dataset}{evaluator.run_suffix(request)}"
     index_description = dataset_config.pop("index")  # last in config.json, as before the registry
     config = {"task": "evaluate", "backbone": backbone, "backbone_settings": model.backbone.as_dict(),
               "dataset": dataset, **dataset_config, "batch_size": batch_size, "device": device,
@@ -212,12 +227,26 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
         config["debias"] = variants
         config["debias_runs"] = {name: debias_run_name(run, name) for name in variants}
     evaluation.timings["total_s"] = time.perf_counter() - started
-    path = write_evaluation(run_dir(run), evaluation, config)
+    path = _write_or_remove(run, evaluation, config)
+    record_run(path, "evaluate", claim, "lib.evaluate", replace=force)
     if model.backbone.source == "path":  # a model folder (resolved from any working directory): its card
         folder = model.backbone.path        # gains this evaluation's metrics, its training's trackers too
         update_card_metrics(folder, dataset, run, evaluation.summary, subset=request_subset(request))
         log_evaluation(folder, evaluation.summary)
     return evaluation, path
+
+
+def _write_or_remove(run: str, evaluation: Evaluation, config: dict[str, Any]) -> Path:
+    """``write_evaluation`` into ``outputs/<run>/``; if it fails (a full or read-only disk), the run
+    folders it created are removed, so no partial evaluation is left."""
+    folders = [outputs_dir() / name for name in [run, *config.get("debias_runs", {}).values()]]
+    new = [folder for folder in folders if not folder.exists()]
+    try:
+        return write_evaluation(run_dir(run), evaluation, config)
+    except BaseException:
+        for folder in new:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,27 +277,37 @@ class EvaluateConfig:
                                   "complete evaluation; false: deleted (about 177 GB per 768-dim model)")
     run: str = param("", "outputs/<run>; empty: eval-<backbone>-<dataset>[-paragraph]")
 
+    def __post_init__(self) -> None:
+        """Values as their fields declare (``"64"`` -> 64) and in range, or a ParameterError naming the field."""
+        coerce_fields(self)
+        check_range("batch_size", self.batch_size, low=1)
+        check_range("run_depth", self.run_depth, low=0, fix="0 writes no run files")
+        if self.max_questions is not None:
+            check_range("max_questions", self.max_questions, low=1, fix="None (or leave it out) evaluates every question")
 
-def evaluate_step(config: EvaluateConfig) -> tuple[Evaluation, Path]:
+
+def evaluate_step(config: EvaluateConfig, force: bool = False) -> tuple[Evaluation, Path]:
     """``run_evaluation`` with a step configuration (the notebook's cell, or the command line)."""
     languages = [lang.strip() for lang in config.languages.split(",") if lang.strip()] or None
     return run_evaluation(config.backbone, dataset=config.dataset, candidate_context=config.candidate_context,
                           batch_size=config.batch_size, device=config.device, run=config.run,
                           max_questions=config.max_questions, languages=languages, index=config.index,
                           debias=config.debias, precision=config.precision, run_depth=config.run_depth,
-                          keep_embeddings=config.keep_embeddings)
+                          keep_embeddings=config.keep_embeddings, force=force)
 
 
 def main(argv=None) -> tuple[Evaluation, Path] | None:
-    """``python -m lib.evaluate [--config file.yaml] [key=value ...]``: what 04_evaluate does."""
+    """``python -m lib.evaluate [--config file.yaml] [--force] [key=value ...]``: what 04_evaluate does;
+    ``--force`` writes over a run folder that holds another run."""
+    argv, force = without_flag(argv, "--force")
     config = parse_command_line(EvaluateConfig, "python -m lib.evaluate",
                                 "Evaluate a backbone or trained model on a retrieval benchmark.", argv)
     if config is None:
         return None
-    evaluation, path = evaluate_step(config)
+    evaluation, path = evaluate_step(config, force=force)
     print(f"outputs: {path}\n" + "\n".join(f"{name}: {value:.4f}" for name, value in evaluation.summary.items()))
     return evaluation, path
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.evaluate", CLI_ERRORS))

@@ -25,12 +25,18 @@ What 06_report shows is built by :mod:`lib.gather` (results) and :mod:`lib.repor
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
+import fcntl
 import json
 import math
+import os
+import socket
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -40,12 +46,15 @@ from lib.downloads import download_table, preflight
 from lib.grid_plan import (Grid, GridError, cell_table, check_notebook_parameters, estimate_arithmetic, estimate_seconds,
                            expand_cells, grid_sources, load_grid, plan_jobs, plan_needs)
 from lib.grid_systems import MERGE_JOB
-from lib.io import run_dir, write_json, write_text
+from lib.io import outputs_dir, run_dir, write_json, write_text
 from lib.notebooks import execute_subprocess, executed_parameters, is_complete
 from lib.scheduler import Job, run_jobs
 from lib.sources import TRANSLATE_JOB, translate_sources_job
 from lib.train import TrainError
 from lib.weight_systems import build_weight_system
+
+
+JOB_KINDS = ("translate", "train", "merge", "evaluate", "bias", "report")
 
 
 def _same(key: str, ours: Any, theirs: Any) -> bool:
@@ -79,9 +88,39 @@ def check_complete_runs(grid: Grid, jobs: Sequence[Job]) -> None:
                     f"different `tag` in {grid.source or grid.name}, delete outputs/{job.run}/, or use --force")
 
 
+LOCK_FILE = ".grid.lock"
+
+
+@contextlib.contextmanager
+def outputs_lock(grid: Grid) -> Iterator[Path]:
+    """Hold an exclusive lock on the outputs folder (``outputs/.grid.lock``, ``fcntl.flock``) while a
+    grid runs: a second grid on the same folder is refused with the holder's pid, host, grid file
+    and start time. The operating system releases the lock when the holder's process ends, however
+    it ends; the file itself stays (its content describes the last holder)."""
+    folder = outputs_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown holder"
+            raise GridError(f"outputs folder {folder} is in use by another grid ({holder}); wait for it to end, "
+                            "or point HBT_OUTPUTS at another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, grid {grid.source or grid.name}, started "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+        handle.flush()
+        yield path
+    finally:
+        handle.close()          # closing releases the lock
+
+
 def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = False,
-             execute: Callable | None = None,
-             kinds: Sequence[str] = ("translate", "train", "merge", "evaluate", "bias", "report"),
+             execute: Callable | None = None, kinds: Sequence[str] = JOB_KINDS,
              check_parameters: bool = True, workers: int = 1, devices: Sequence[str] | None = None) -> pd.DataFrame:
     """Execute the grid's jobs (complete ones are skipped) and return the job table.
 
@@ -94,6 +133,18 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
     if workers < 1:
         raise GridError(f"workers={workers}: expected 1 or more")
+    unknown = sorted(set(kinds) - set(JOB_KINDS))
+    if unknown:
+        close = {k: difflib.get_close_matches(k, JOB_KINDS, n=1) for k in unknown}
+        hints = "".join(f"; {k}: did you mean {m[0]}?" for k, m in close.items() if m)
+        raise GridError(f"--only {','.join(kinds)}: unknown job kind(s) {unknown}{hints}; expected a comma-separated "
+                        f"list of {', '.join(JOB_KINDS)}")
+    with outputs_lock(grid):
+        return _run_grid(grid, force, keep_going, execute, kinds, check_parameters, workers, devices)
+
+
+def _run_grid(grid: Grid, force: bool, keep_going: bool, execute: Callable | None, kinds: Sequence[str],
+              check_parameters: bool, workers: int, devices: Sequence[str] | None) -> pd.DataFrame:
     execute = execute or execute_subprocess
     notebook_execute = execute
 
@@ -118,8 +169,9 @@ def run_grid(grid: Grid | str | Path, force: bool = False, keep_going: bool = Fa
                      estimates={job.run: estimates.get(job.run, 0.0) for job in jobs})
     failed = table[table.status.isin(["failed", "blocked", "not run"])]
     if len(failed):
-        raise GridError(f"{len(failed)} job(s) failed, were blocked or not run: {failed.run.tolist()} "
-                        f"(see outputs/<run>/runner.log and outputs/{grid.name}/status.csv)")
+        errors = "".join(f"\n  {row.run}: {row.error}" for row in failed.itertuples() if row.error)
+        raise GridError(f"{len(failed)} job(s) failed, were blocked or not run: {failed.run.tolist()}{errors}\n"
+                        f"(each log: outputs/<run>/runner.log; every job: outputs/{grid.name}/status.csv)")
     return table
 
 
@@ -164,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="re-run complete runs too")
     parser.add_argument("--keep-going", action="store_true", help="continue after a failed job")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
-    parser.add_argument("--only", default="translate,train,merge,evaluate,bias,report",
+    parser.add_argument("--only", default=",".join(JOB_KINDS),
                         help="comma-separated job kinds to run (default: all)")
     parser.add_argument("--workers", type=int, default=1,
                         help="jobs at once, each in its own process: one per GPU, or a share of the CPU cores")
@@ -176,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         dry_run(grid, args.workers)
         return
     devices = [d for d in args.devices.split(",") if d] if args.devices is not None else None
-    run_grid(grid, force=args.force, keep_going=args.keep_going, kinds=tuple(args.only.split(",")),
+    run_grid(grid, force=args.force, keep_going=args.keep_going, kinds=tuple(k.strip() for k in args.only.split(",")),
              workers=args.workers, devices=devices)
 
 

@@ -211,6 +211,10 @@ def load_grid(path: str | Path) -> Grid:
         raise GridError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
     values = dict(raw)
     values.setdefault("name", path.stem)
+    samplers = raw.get("samplers", [])
+    if "alphas" in raw and "hybrid" not in (samplers if isinstance(samplers, list) else [samplers]):
+        raise GridError(f"{path}: alphas {raw['alphas']!r} apply to no cell (only the hybrid sampler has an alpha; "
+                        f"samplers: {samplers!r}); remove alphas or add hybrid to samplers")
     for key in ("backbones", "samplers", "train_datasets", "eval_datasets", "seeds", "alphas", "budgets"):
         if key in values:
             values[key] = _as_list(values[key], key, str(path))

@@ -45,10 +45,15 @@ def cache_dir() -> Path:
     return base / "hybrid-batch"
 
 
+# the characters of the run names a grid makes (lib.naming); a newline or a space is refused, not rewritten
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+
+
 def run_dir(run: str) -> Path:
-    """``outputs/<run>/``, created. A run name is a single path component."""
-    if not run or "/" in run or run in {".", ".."}:
-        raise ValueError(f"run name {run!r} must be a non-empty folder name without '/'")
+    """``outputs/<run>/``, created. A run name is a single path component of ``RUN_NAME``'s characters."""
+    if not isinstance(run, str) or not RUN_NAME.fullmatch(run) or run in {".", ".."}:
+        raise ValueError(f"run name {run!r} must be a non-empty folder name without '/', spaces or newlines "
+                         "(letters, digits and . _ + = -)")
     path = outputs_dir() / run
     path.mkdir(parents=True, exist_ok=True)
     return path

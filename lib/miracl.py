@@ -48,7 +48,8 @@ import pandas as pd
 from huggingface_hub import hf_hub_download
 
 from lib.backbones import BackboneError, load_model
-from lib.cli import run_cli
+from lib.cli import check_cli_arguments, run_cli
+from lib.validation import check_range
 from lib.corpus import encode_corpus
 from lib.data import DataError
 from lib.encode import encode, model_identity
@@ -362,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rerank", type=int, default=None, help="exact re-scoring of this many approximate hits")
     parser.add_argument("--store-dtype", default="float32", choices=("float32", "float16"))
     args = parser.parse_args(argv)
+    check_cli_arguments(args.run, args.batch_size)
+    check_range("--shard-size", args.shard_size, low=1)
     model = load_model(args.backbone)
     evaluation = evaluate_miracl(model, args.languages, args.data_dir, args.index, batch_size=args.batch_size,
                                  shard_size=args.shard_size, rerank=args.rerank, store_dtype=args.store_dtype)

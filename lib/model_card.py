@@ -19,6 +19,7 @@ one line with the login hint); ``--dry-run`` lists what it would upload:
 from __future__ import annotations
 
 import argparse
+import sys
 import contextlib
 import fcntl
 import json

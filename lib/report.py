@@ -16,6 +16,7 @@ the samplers' paired tests, one descriptive table per dataset that is not LAReQA
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +29,9 @@ from lib.gather import (BIAS_METRICS, LANGUAGE_SPLIT_METRICS, LANGUAGE_SPLIT_TIT
                         add_language_split, grid_results, summary_metrics)
 from lib.analysis_plan import AnalysisPlan
 from lib.grid_plan import Grid, load_grid
-from lib.io import run_dir, save_figure, write_json, write_provenance, write_text
+from lib.cli import run_cli, without_flag
+from lib.completion import check_run_claim, record_run
+from lib.io import outputs_dir, run_dir, save_figure, write_json, write_provenance, write_text
 from lib.parameters import param, parse_command_line
 from lib.report_curves import alpha_table, budget_table, curve_figures
 from lib.report_plots import metric_figure, significance_figure
@@ -37,6 +40,7 @@ from lib.report_tables import (page_tables, dataset_tables, format_mean_std, loa
                                significance_table, split_datasets)
 from lib.retrieval import SETTINGS
 from lib.significance import holm
+from lib.validation import check_range, check_run_name, coerce_fields
 from lib.analysis_report import (MARGIN_TITLE, PRIMARY_TITLE, SENSITIVITY_TITLE, margin_sensitivity, primary_analysis,
                                  primary_comparisons, sensitivity_analysis)
 from lib.systems_report import EXPLORATORY_TITLE, exploratory_comparisons, exploratory_sentences, tradeoff_figure
@@ -284,6 +288,11 @@ def build_report(grid: Grid | str | None, extra_runs: Sequence[str] | str = (), 
     if isinstance(extra_runs, str):
         extra_runs = [r.strip() for r in extra_runs.split(",") if r.strip()]
     results = grid_results(grid, extra_runs)
+    if grid is not None and not extra_runs and "status" in results and not len(results[results.status != "missing"]):
+        raise ValueError(f"grid {grid.name if grid else ''} has no evaluation run yet in {outputs_dir()} "
+                         f"({len(results)} missing); run the grid first (python -m lib.grid "
+                         f"{grid.source if grid and grid.source else 'params/<grid>.yaml'}), or name complete "
+                         "runs in extra_runs")
     if results.empty:
         results = pd.DataFrame(columns=["backbone", "system", "dataset", "eval_run", "status", "train_sources"])
     results = add_language_split(results)
@@ -484,26 +493,39 @@ class ReportConfig:
     seed: int = param(0, "of the resampling generator")
     run: str = param("report", "output folder", smoke="report-smoke")
 
+    def __post_init__(self) -> None:
+        """Values as their fields declare (``"500"`` -> 500) and in range, or a ParameterError naming the field."""
+        coerce_fields(self)
+        check_range("resamples", self.resamples, low=1, fix="permutation and bootstrap resamples, e.g. resamples=10000")
+        check_range("seed", self.seed, low=0)
+        check_run_name(self.run)
 
-def report_step(config: ReportConfig) -> tuple[Report, Path]:
-    """Build, draw and write the report (``outputs/<run>/``) as 06_report does."""
+
+def report_step(config: ReportConfig, force: bool = False) -> tuple[Report, Path]:
+    """Build, draw and write the report (``outputs/<run>/``) as 06_report does (a folder that holds
+    another kind of run, or a report with other parameters, is refused unless ``force``)."""
+    claim = {"grid": config.grid, "extra_runs": config.extra_runs, "resamples": config.resamples, "seed": config.seed}
+    check_run_claim(outputs_dir() / config.run, "report", claim, "lib.report", force=force)
     report = build_report(config.grid, extra_runs=config.extra_runs, resamples=config.resamples, seed=config.seed)
     path = write_report(run_dir(config.run), report, report_figures(report),
                         config={"extra_runs": config.extra_runs, "resamples": config.resamples,
                                 "seed": config.seed, "run": config.run})
+    record_run(path, "report", claim, "lib.report", replace=force)
     plt.close("all")
     return report, path
 
 
 def main(argv=None) -> tuple[Report, Path] | None:
-    """``python -m lib.report [--config file.yaml] [key=value ...]``: 06_report from a shell."""
+    """``python -m lib.report [--config file.yaml] [--force] [key=value ...]``: 06_report from a shell;
+    ``--force`` writes over a run folder that holds another run."""
+    argv, force = without_flag(argv, "--force")
     config = parse_command_line(ReportConfig, "python -m lib.report", "The grid's tables, verdict and figures.", argv)
     if config is None:
         return None
-    report, path = report_step(config)
+    report, path = report_step(config, force=force)
     print(f"{report.status()}\noutputs: {path}")
     return report, path
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.report"))

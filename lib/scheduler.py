@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from lib.io import write_text
-from lib.notebooks import is_complete
+from lib.notebooks import accept_new_jobs, is_complete, stop_running_jobs
 from lib.progress import GridProgress
 
 
@@ -63,7 +63,7 @@ def worker_environments(workers: int, devices: Sequence[str] | None = None,
     return environments
 
 
-ENDED = ("done", "skipped", "failed", "blocked", "not run")
+ENDED = ("done", "skipped", "failed", "blocked", "not run", "interrupted")
 SUCCEEDED = ("done", "skipped")
 
 
@@ -89,12 +89,13 @@ class Schedule:
     progress: GridProgress | None = None           # the line printed as each job starts
     session: str = field(default_factory=_now)   # when this start of the grid began (UTC)
 
-    def record(self, job: Job, state: str, started: float) -> None:
+    def record(self, job: Job, state: str, started: float, error: str = "") -> None:
         """The job's end in ``status.csv`` (rewritten: this start's jobs) and ``history.csv`` (one
-        line appended per job and start, never rewritten: every restart's record survives)."""
+        line appended per job and start, never rewritten: every restart's record survives);
+        ``error``: a failed job's last error line."""
         self.status[job.run] = state
         self.records.append({"kind": job.kind, "run": job.run, "status": state,
-                             "seconds": time.perf_counter() - started})
+                             "seconds": time.perf_counter() - started, "error": error})
         if self.progress is not None:
             self.progress.job_ended(job.run, state, self.records[-1]["seconds"])
         write_text(self.manifest / "status.csv", pd.DataFrame(self.records).to_csv(index=False))
@@ -159,10 +160,43 @@ def _collect_finished(schedule: Schedule) -> None:
         if error is None:
             print(f"[done] {job.run}: {time.perf_counter() - started:.0f} s", flush=True)
             schedule.record(job, "done", started)
+        elif getattr(error, "interrupted", False):
+            print(f"[interrupted] {job.run}", file=sys.stderr, flush=True)
+            schedule.record(job, "interrupted", started)
         else:
-            print(f"[failed] {job.run}: {type(error).__name__}: {str(error)[:500]}", file=sys.stderr, flush=True)
-            schedule.record(job, "failed", started)
+            line = getattr(error, "error_line", "") or f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+            print(f"[failed] {job.run}: {line} (the end of the log: outputs/{job.run}/runner.log)",
+                  file=sys.stderr, flush=True)
+            schedule.record(job, "failed", started, error=line)
             schedule.stopping = schedule.stopping or not schedule.keep_going
+
+
+def _stop(schedule: Schedule) -> None:
+    """Ctrl-C or SIGTERM: stop the running notebook jobs (each shuts its kernel down), record them as
+    ``interrupted`` and the waiting ones as ``not run``."""
+    print(f"[stopping] {len(schedule.running)} running job(s): "
+          + ", ".join(job.run for job, _, _ in schedule.running.values()), file=sys.stderr, flush=True)
+    stop_running_jobs()
+    finished, _ = wait(list(schedule.running), timeout=30)
+    for future, (job, _, started) in list(schedule.running.items()):
+        done = future in finished and future.exception() is None
+        schedule.record(job, "done" if done else "interrupted", started)
+    schedule.running.clear()
+    for job in list(schedule.pending):
+        schedule.pending.remove(job)
+        schedule.record(job, "not run", time.perf_counter())
+
+
+def _run(schedule: Schedule, pool: ThreadPoolExecutor, execute: Callable) -> None:
+    while schedule.pending or schedule.running:
+        while _advance(schedule, pool, execute):
+            pass
+        if schedule.running:
+            _collect_finished(schedule)
+            continue
+        for job in list(schedule.pending):          # nothing runs and nothing can start: never will
+            schedule.pending.remove(job)
+            schedule.record(job, "blocked", time.perf_counter())
 
 
 def run_jobs(jobs: list[Job], execute: Callable, manifest: Path, workers: int = 1,
@@ -174,21 +208,22 @@ def run_jobs(jobs: list[Job], execute: Callable, manifest: Path, workers: int = 
     blocks the jobs that need it; without ``keep_going`` nothing new starts after it, the running
     jobs finish, and the rest is recorded as ``not run``. Returns the job table (kind, run, status,
     seconds), also written to ``manifest/status.csv``. Each job's start prints one progress line
-    (``lib.progress``: job n of N, elapsed, remaining from ``estimates``, run -> seconds)."""
+    (``lib.progress``: job n of N, elapsed, remaining from ``estimates``, run -> seconds). Ctrl-C or
+    SIGTERM stops the running notebook jobs, records them as ``interrupted`` and the others as
+    ``not run``, and raises the KeyboardInterrupt again."""
     schedule = Schedule(jobs, manifest, worker_environments(workers, devices), force=force, keep_going=keep_going,
                         pending=list(jobs), free=list(range(workers)),
                         progress=GridProgress(len(jobs), dict(estimates or {}), workers))
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        while schedule.pending or schedule.running:
-            while _advance(schedule, pool, execute):
-                pass
-            if schedule.running:
-                _collect_finished(schedule)
-                continue
-            for job in list(schedule.pending):          # nothing runs and nothing can start: never will
-                schedule.pending.remove(job)
-                schedule.record(job, "blocked", time.perf_counter())
+    accept_new_jobs()
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        _run(schedule, pool, execute)
+    except KeyboardInterrupt:            # Ctrl-C, or SIGTERM through lib.cli
+        _stop(schedule)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     table = pd.DataFrame(schedule.records)
     print(f"{manifest.name}: {len(table)} jobs in {time.perf_counter() - started:.0f} s; "
           + ", ".join(f"{k} {v}" for k, v in table.status.value_counts().items()), flush=True)

@@ -16,11 +16,13 @@ submitting it. Training on several GPUs inside one job stays ``torchrun`` (``lib
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import submitit
 
+from lib.cli import run_cli
 from lib.grid_plan import Grid, load_grid, plan_jobs
 from lib.io import outputs_dir
 from lib.notebooks import execute_subprocess, execute_when_ready, is_complete
@@ -105,4 +107,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, submitit.Job]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m lib.slurm"))

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from lib.backbones import BackboneError, load_model
-from lib.cli import run_cli
+from lib.cli import check_cli_arguments, run_cli
 from lib.corpus import encode_corpus
 from lib.data import DataError
 from lib.encode import model_identity
@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--side", default="query", choices=("query", "passage"))
     parser.add_argument("--no-verify", action="store_true")
     args = parser.parse_args(argv)
+    check_cli_arguments(args.run, args.batch_size)
 
     start = time.perf_counter()
     model = load_model(args.backbone)

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 
 from lib.backbones import BackboneError, get_backbone
 from lib.checkpoint import CheckpointError
@@ -40,15 +41,19 @@ from lib.cli import run_cli
 from lib.dropout import resolve_dropout_masks
 from lib.hardware import resolve_precision
 from lib import parameters
-from lib.io import save_figure
+from lib.completion import RunConflictError, check_run_claim, record_run
+from lib.io import outputs_dir, save_figure
 from lib.parameters import PROFILE_HELP, active_profile, fields_help, from_namespace, from_overrides, param, smoke_values
-from lib.trainer import TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
+from lib.trainer import RESUME_MAY_DIFFER, TrainError, TrainResult, load_training_groups, run_training  # noqa: F401  01_data imports it from here
 from lib.naming import objective_text, train_run_name
 from lib.sources import SOURCE_WEIGHTINGS, declared_sizes, source_languages
-from lib.validation import ParameterError, check_range, coerce_fields
+from lib.validation import ParameterError, check_device, check_range, check_run_name, coerce_fields
 from lib.tracking import resolve_report_to, wandb_module
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_ALPHA = 0.5          # hybrid's alpha when none is given
+# bad input beyond lib.cli's (ImportError: report_to=wandb without wandb, whose message says how to install it)
+CLI_ERRORS = (TrainError, BackboneError, CheckpointError, SafetensorError, ImportError)
 
 
 @dataclass
@@ -73,7 +78,8 @@ class TrainConfig:
     max_negatives: int = param(3, "hard negatives kept per group and language")
     data_dir: str = param("", "LAReQA folder; empty: LAREQA_DIR or the download cache")
     sampler: str = param("hybrid", "en | xx | mono | cross | hybrid (lib.sampling)", section="batches")
-    alpha: float = param(0.5, "hybrid: probability that a batch is monolingual")
+    alpha: float | None = param(None, "hybrid: probability that a batch is monolingual; None (null): 0.5 for "
+                                "hybrid, nothing for the other samplers (setting it for them is refused)")
     sampler_options: str = param("", "options of the sampler other than alpha, as key=value[,key=value] "
                                  "(each sampler class declares its own: docs/samplers.md)")
     source_temperature: float = param(1.0, "source of a batch ~ size ** (1 / T)")
@@ -148,7 +154,8 @@ class TrainConfig:
             check_range("learning_rate", self.learning_rate, low=0, high=1,  # 0: a frozen control run
                         fix="AdamW fine-tuning uses about 1e-5 to 1e-4")
             check_range("temperature", self.temperature, low=0, low_open=True, fix="InfoNCE tau, e.g. 0.05")
-            check_range("alpha", self.alpha, low=0, high=1, fix="the probability of a monolingual batch")
+            if self.alpha is not None:
+                check_range("alpha", self.alpha, low=0, high=1, fix="the probability of a monolingual batch")
             check_range("source_temperature", self.source_temperature, low=0, low_open=True)
             check_range("weight_decay", self.weight_decay, low=0)
             check_range("max_grad_norm", self.max_grad_norm, low=0)
@@ -156,10 +163,15 @@ class TrainConfig:
         except ParameterError as error:
             raise TrainError(str(error)) from None
         self._check_sampler_options()
-        default_alpha = next(f.default for f in dataclasses.fields(self) if f.name == "alpha")
-        if self.sampler != "hybrid" and self.alpha != default_alpha:
+        if self.sampler != "hybrid" and self.alpha is not None:
             raise TrainError(f"alpha={self.alpha} has no effect with sampler {self.sampler!r} (only 'hybrid' "
-                             "mixes monolingual and cross-lingual batches); remove alpha or use sampler=hybrid")
+                             "mixes monolingual and cross-lingual batches); remove alpha (leave it null) or use "
+                             "sampler=hybrid")
+        if self.run:
+            try:
+                check_run_name(self.run)
+            except ParameterError as error:
+                raise TrainError(str(error)) from None
         self._check_objective()
         if self.batch_size == 1 and not self.hard_negatives and self.objective != "distill":
             raise TrainError("batch_size=1 without hard negatives leaves each query one candidate: the loss is "
@@ -217,6 +229,8 @@ class TrainConfig:
             if getattr(config, name) not in SAMPLERS:
                 raise TrainError(f"{name} {getattr(config, name)!r}: expected one of {', '.join(SAMPLERS)}")
         config.check()
+        if config.sampler == "hybrid" and config.alpha is None:
+            config.alpha = DEFAULT_ALPHA
         get_backbone(config.backbone)  # an unknown name or a folder without a model: before any loading
         if not config.run:
             config.run = train_run_name(Path(config.backbone).name, config.sampler, config.sampler_labels(),
@@ -224,6 +238,10 @@ class TrainConfig:
                                         objective=objective_text(config.objective, config.distill_target,
                                                                  config.distill_target_centering,
                                                                  config.distill_weight))
+        try:
+            check_device(config.device)
+        except ParameterError as error:
+            raise TrainError(str(error)) from None
         if config.device == "auto":
             config.device = default_device()
         on_gpu = str(config.device).startswith("cuda")
@@ -341,7 +359,17 @@ def train(config: TrainConfig, groups=None, progress: bool = True,
         result = train(TrainConfig(backbone="tiny", steps=4, batch_size=8, run="demo"))
         result.metrics["best_val_loss"], result.model_dir
     """
-    return run_training(config.resolved(), groups, progress, on_step_end)
+    config = config.resolved()
+    claim = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUME_MAY_DIFFER}
+    path = outputs_dir() / config.run
+    try:  # resume=False starts the run over: it may write over any run of this name
+        check_run_claim(path, "train", claim, "lib.train", force=not config.resume, fix="resume=False")
+    except RunConflictError as error:
+        raise TrainError(str(error)) from None
+    result = run_training(config, groups, progress, on_step_end)
+    if int(os.environ.get("RANK", "0")) == 0:
+        record_run(path, "train", claim, "lib.train", replace=not config.resume)
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,4 +425,4 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, "python -m lib.train", (TrainError, BackboneError, CheckpointError)))
+    sys.exit(run_cli(main, "python -m lib.train", CLI_ERRORS))

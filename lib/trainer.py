@@ -82,7 +82,7 @@ from lib.dual_encoder import DualEncoder, PairCollator, RankSlice, batch_loss, t
 from lib.dropout import use_numpy_dropout
 from lib.encode import autocast
 from lib.gradcache import step_loss_backward
-from lib.io import remove_orphaned_temporaries, run_dir, write_json, write_provenance, write_text
+from lib.io import outputs_dir, remove_orphaned_temporaries, run_dir, write_json, write_provenance, write_text
 from lib.losses import InfoNCELoss, TrainingObjective
 from lib.model_card import attach_card_data, training_card_data
 from lib.sampling import PairDataset, SamplingError, build_sampler, fitting_batch_size, options_for
@@ -193,7 +193,7 @@ def load_training_groups(config):
 
 @dataclass
 class TrainerState:
-    """The counters and log of a run; a checkpoint saves them (``state.pt``'s ``trainer``)."""
+    """The counters and log of a run; a checkpoint saves them (``resume.json``'s ``trainer``)."""
 
     step: int = 0
     best_val_loss: float = math.inf
@@ -239,10 +239,6 @@ def _set_up(config, groups) -> _Run:
     if processes.world > 1 and str(device).startswith("cuda"):
         device = f"cuda:{processes.local_rank}"
         torch.cuda.set_device(device)
-    path = run_dir(config.run)
-    if processes.main:  # what saves killed by earlier runs left (a whole model each)
-        for folder in (path, path / "checkpoints"):
-            remove_orphaned_temporaries(folder)
     set_seed(config.seed + processes.rank)
     if groups is None:
         train_groups, validation_groups = load_training_groups(config)
@@ -266,10 +262,14 @@ def _set_up(config, groups) -> _Run:
     loss_fn = TrainingObjective(config.objective, InfoNCELoss(config.temperature, config.symmetric,
                                                               gather_across_devices=processes.world > 1),
                                 config.distill_weight)
-    run = _Run(config, processes, device, path, encoder, dual_encoder, loss_fn,
+    run = _Run(config, processes, device, outputs_dir() / config.run, encoder, dual_encoder, loss_fn,
                groups=(train_groups, validation_groups), targets=targets)
     _set_up_batches(run)
     _set_up_optimizer(run)
+    run.path = run_dir(config.run)  # only once data, model and batches passed their checks
+    if processes.main:  # what saves killed by earlier runs left (a whole model each)
+        for folder in (run.path, run.path / "checkpoints"):
+            remove_orphaned_temporaries(folder)
     return run
 
 
@@ -408,12 +408,14 @@ def _check_finite(run: _Run, what: str, value: float | None, step: int) -> None:
         return
     config, kept = run.config, checkpoints(run.path)
     reduced = config.precision != "fp32"
+    settings = (f"learning_rate {config.learning_rate:g}, temperature {config.temperature:g}, precision "
+                f"{config.precision}, warmup_ratio {config.warmup_ratio:g}, max_grad_norm {config.max_grad_norm:g}")
     raise TrainError(
-        f"training diverged at step {step}: the {what} is {value} (learning_rate "
-        f"{config.learning_rate:g}, precision {config.precision}); likely a learning rate too high"
-        + (" or an overflow in reduced precision" if reduced else "") + ". Nothing of this step was saved; "
-        f"latest checkpoint (finite weights): {kept[-1] if kept else 'none'}. Lower learning_rate"
-        + (" or use precision=fp32" if reduced else "") + " and start over (a new run name or resume=False)")
+        f"training diverged at step {step}: the {what} is {value} ({settings}); the settings that can cause it: "
+        "a learning rate too high, a temperature too low (scale = 1 / temperature), no warm-up or gradient "
+        "clipping" + (", an overflow in reduced precision" if reduced else "") + ". Nothing of this step was saved; "
+        f"latest checkpoint (finite weights): {kept[-1] if kept else 'none'}. Lower learning_rate, raise "
+        "temperature" + (" or use precision=fp32" if reduced else "") + " and start over (a new run name or resume=False)")
 
 
 @dataclass

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any
+
+from lib.io import RUN_NAME
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
@@ -109,3 +112,36 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         interval = (("(" if low_open else "[") + ("-inf" if low is None else f"{low:g}") + ", "
                     + ("inf" if high is None else f"{high:g}") + (")" if high_open else "]"))
         raise ParameterError(f"{name} {value!r}: expected a value in {interval}" + (f"; {fix}" if fix else ""))
+
+
+def check_device(device: str, name: str = "device") -> str:
+    """Refuse a device torch cannot use here (``bogus``, ``cuda`` without a CUDA GPU, ``cuda:3`` on
+    a machine with two) before anything is loaded; returns ``device`` (``auto`` unchanged)."""
+    import torch
+
+    text = str(device).strip()
+    if text in ("", "auto", "cpu"):          # "": a null from YAML, the caller's default
+        return text
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if text == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ParameterError(f"{name} 'mps': this machine has no Apple GPU; use {name}=cpu or {name}=auto")
+        return text
+    if not match:
+        raise ParameterError(f"{name} {device!r}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ParameterError(f"{name} {device!r}: this machine has no CUDA GPU (torch.cuda.is_available() is False); "
+                             f"use {name}=cpu or {name}=auto")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise ParameterError(f"{name} {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"numbered from 0; use {name}=cuda:0 or {name}=auto")
+    return text
+
+
+def check_run_name(run: str, name: str = "run") -> str:
+    """A run name is one folder name made of the characters a grid's names use (letters, digits,
+    ``. _ + = -``); anything else (``/``, a newline, a space) is refused, not rewritten."""
+    if not isinstance(run, str) or not RUN_NAME.fullmatch(run) or run in (".", ".."):
+        raise ParameterError(f"{name} {run!r}: expected a folder name of letters, digits and . _ + = - "
+                             "(no '/', spaces or newlines), e.g. run=hybrid-tiny-s0")
+    return run

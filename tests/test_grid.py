@@ -28,6 +28,8 @@ def write_grid(tmp_path: Path, **changes) -> Path:
             "train": {"steps": 2, "batch_size": 4}, "evaluate": {"max_questions": 6, "device": "cpu"},
             "report": {"run": "report-g", "resamples": 100}}
     grid.update(changes)
+    if "hybrid" not in grid["samplers"] and "alphas" not in changes:
+        del grid["alphas"]                      # alphas without a hybrid sampler are refused
     path = tmp_path / "g.yaml"
     path.write_text(yaml.safe_dump(grid), encoding="utf-8")
     return path

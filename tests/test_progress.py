@@ -41,7 +41,7 @@ def test_remaining_time_starts_from_the_estimate_and_follows_measured_times():
 
 
 def test_grid_prints_one_progress_line_per_job(tmp_path, capsys):
-    grid = {"name": "g", "backbones": ["tiny"], "samplers": ["mono"], "seeds": [0], "alphas": [0.5],
+    grid = {"name": "g", "backbones": ["tiny"], "samplers": ["mono"], "seeds": [0],
             "train_datasets": ["mlqa-r"], "eval_datasets": ["xquad-r"], "zero_shot": True,
             "train": {"steps": 2, "batch_size": 4}, "evaluate": {"max_questions": 6, "device": "cpu"},
             "report": {"run": "report-g", "resamples": 100},

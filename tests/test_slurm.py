@@ -36,7 +36,7 @@ def fake_execute(notebook, run, parameters, force=False):
 
 
 def small_grid(tmp_path, seed=0):
-    grid = {"name": "g", "backbones": ["tiny"], "samplers": ["mono"], "seeds": [seed], "alphas": [0.5],
+    grid = {"name": "g", "backbones": ["tiny"], "samplers": ["mono"], "seeds": [seed],
             "train_datasets": ["mlqa-r"], "eval_datasets": ["xquad-r"], "zero_shot": False,
             "train": {"steps": 2, "batch_size": 4}, "evaluate": {"max_questions": 6, "device": "cpu"},
             "report": {"run": "report-g", "resamples": 100}}
