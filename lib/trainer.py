@@ -607,21 +607,23 @@ def _finish(run: _Run) -> TrainResult:
     return TrainResult(path, model_dir, best_dir, metrics, log)
 
 
+STRIPPED_FILES = ("model.safetensors", "optimizer.json", "optimizer.safetensors")   # what a finished run drops
+
+
 def _is_stripped(checkpoint: Path) -> bool:
     """A finished run's last checkpoint without weights and optimizer (``strip_finished_checkpoints``)."""
-    return ((checkpoint / "state.pt").is_file() and not (checkpoint / "optimizer.pt").exists()
-            and not (checkpoint / "model.pt").exists())
+    return (checkpoint / "resume.json").is_file() and not any((checkpoint / name).exists() for name in STRIPPED_FILES)
 
 
 def strip_finished_checkpoints(path: Path) -> None:
     """A finished run keeps ``model/`` and ``model-best/`` (weights only) and, of its checkpoints, only
-    the last one's ``state.pt`` / ``state.json`` (trainer log, sampler, config: a rerun of the run
+    the last one's resume state and ``state.json`` (trainer log, sampler, config: a rerun of the run
     finds it finished): the optimizer state (twice the weights in AdamW) and the checkpoint weights
     go (XLM-R base: about 6.7 GB per run). ``keep_optimizer_state=true`` keeps everything."""
     kept = checkpoints(path)
     for old in kept[:-1]:
         shutil.rmtree(old, ignore_errors=True)
-    for name in ("optimizer.pt", "model.pt"):
+    for name in STRIPPED_FILES:
         if kept:
             (kept[-1] / name).unlink(missing_ok=True)
 

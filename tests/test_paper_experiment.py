@@ -188,7 +188,8 @@ def test_a_finished_run_keeps_its_weights_without_optimizer_state_and_a_rerun_fi
     config = small_config(steps=4, eval_every=2, checkpoint_every=2, run="stripped")
     first = train(config, groups=split(synthetic_groups()), progress=False)
     kept = checkpoints(first.run_dir)
-    assert [p.name for p in kept] == ["step-000004"] and not (kept[0] / "optimizer.pt").exists()
+    assert [p.name for p in kept] == ["step-000004"] and not (kept[0] / "optimizer.safetensors").exists()
+    assert not (kept[0] / "model.safetensors").exists() and (kept[0] / "resume.json").is_file()
     assert (first.model_dir / "model.safetensors").is_file() and (first.best_model_dir / "model.safetensors").is_file()
     again = train(config, groups=split(synthetic_groups()), progress=False)      # nothing left to train
     assert again.metrics["resumed_from_step"] == 4 and again.metrics["steps"] == 4
@@ -196,4 +197,4 @@ def test_a_finished_run_keeps_its_weights_without_optimizer_state_and_a_rerun_fi
     full = train(small_config(steps=4, eval_every=2, checkpoint_every=2, run="full", keep_optimizer_state=True),
                  groups=split(synthetic_groups()), progress=False)
     assert [p.name for p in checkpoints(full.run_dir)] == ["step-000002", "step-000004"]
-    assert (checkpoints(full.run_dir)[-1] / "optimizer.pt").is_file()
+    assert (checkpoints(full.run_dir)[-1] / "optimizer.safetensors").is_file()

@@ -211,7 +211,8 @@ def test_run_writes_config_log_metrics_and_checkpoints(trained):
     assert metrics["peak_memory_mb"] > 0 and metrics["pairs_per_second"] > 0
     # finished: the last checkpoint keeps its small state only (keep_optimizer_state=false)
     assert [p.name for p in checkpoints(trained.run_dir)] == ["step-000006"]
-    assert sorted(p.name for p in checkpoints(trained.run_dir)[0].iterdir()) == ["state.json", "state.pt"]
+    assert sorted(p.name for p in checkpoints(trained.run_dir)[0].iterdir()) == ["resume.json", "resume.safetensors",
+                                                                                 "state.json"]
 
 
 def test_saved_model_loads_with_sentence_transformers_transformers_and_lib(trained):
