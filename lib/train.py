@@ -80,8 +80,8 @@ class TrainConfig:
     sampler: str = param("hybrid", "en | xx | mono | cross | hybrid (lib.sampling)", section="batches")
     alpha: float | None = param(None, "hybrid: probability that a batch is monolingual; None (null): 0.5 for "
                                 "hybrid, nothing for the other samplers (setting it for them is refused)")
-    sampler_options: str = param("", "options of the sampler other than alpha, as key=value[,key=value] "
-                                 "(each sampler class declares its own: docs/samplers.md)")
+    sampler_options: str = param("", "options of the sampler other than alpha: comma-separated name, equals "
+                                 "sign, value (each sampler class declares its own: docs/samplers.md)")
     source_temperature: float = param(1.0, "source of a batch ~ size ** (1 / T)")
     source_weighting: str = param("loaded", "a source's size when drawing a batch's source: loaded (its usable "
                                   "question ids) | declared (`size` in params/sources/<name>.yaml: the paper's "

@@ -41,7 +41,7 @@ def test_two_real_notebook_jobs_run_at_once(tmp_path):
     table = run_jobs(jobs, execute_subprocess, outputs_dir() / "two", workers=2, devices=[])
     assert table.status.tolist() == ["done", "done"], table
     first, second = (read_json(outputs_dir() / f"two-{i}" / "metrics.json")["summary"] for i in range(2))
-    assert first == second and 0 < first["multi map"] <= 1
+    assert first == second and 0 < first["xquad-r_multi_map"] <= 1
     assert list(NOTEBOOKS_DIR.glob("kernel-ipc-*")) == []
     assert _runtime_folders() <= before
 

@@ -167,7 +167,7 @@ def test_command_lines_run_evaluate_bias_and_report(lareqa_dir, capsys):
     evaluation, path = evaluate.main(["backbone=tiny", "dataset=xquad-r", "max_questions=5", "device=cpu",
                                       "languages=en,de,es", "run=cli-eval"])
     assert json.loads((path / "config.json").read_text())["languages"] == ["de", "en", "es"]
-    assert "mono map" in capsys.readouterr().out
+    assert "xquad-r_mono_map" in capsys.readouterr().out
     analyses, bias_path = bias.main(["runs=cli-eval", "device=cpu"])
     assert bias_path.name == "bias-cli-eval" and (bias_path / "metrics.json").is_file()
     built, report_path = report.main(["grid=", "extra_runs=cli-eval", "resamples=20", "run=cli-report"])
