@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 GRID   ?= params/grid.yaml
 # jobs of the grid at once (make run WORKERS=4: one per GPU, or a share of the CPU cores each)
 WORKERS ?= 1
+# pytest processes of `make test` (pytest-xdist): auto = one per core
+TEST_WORKERS ?= auto
 # where the smoke-profile notebooks of `make test` write (kept apart from real runs)
 SMOKE_OUTPUTS ?= $(CURDIR)/outputs/ci-smoke
 
@@ -36,7 +38,7 @@ grid-smoke: venv
 test: test-lib test-notebooks
 
 test-lib: venv
-	HBT_PROFILE=smoke $(PY) -m pytest tests
+	HBT_PROFILE=smoke $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal tests
 
 test-notebooks: venv
 	rm -rf $(SMOKE_OUTPUTS)
