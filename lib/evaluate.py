@@ -80,6 +80,29 @@ def evaluate_lareqa(model, dataset: RetrievalDataset, batch_size: int = 64,
     ``debias``: a comma-separated list of ``lib.debias`` variants (``"none,center-pool"``); the
     returned evaluation is ``none``'s, each other variant's is in ``evaluation.variants[name]``,
     ranked from the same (cached) embeddings (``lib.debias_evaluation``).
+
+    Args:
+        model: a loaded encoder (``lib.backbones.load_model``).
+        dataset: XQuAD-R or MLQA-R as ``lib.data.load_lareqa`` returns it.
+        batch_size: texts per encoding batch.
+        settings: which of ``mono``, ``cross``, ``multi`` to score (``lib.retrieval.SETTINGS``).
+        top_k: neighbours kept per multilingual query (``lib.bias``).
+        run_depth: ranks per query written as TREC run files (0: none).
+        debias: the variants, as above.
+        precision: auto | fp32 | bf16 of the encoding.
+
+    Returns:
+        The ``Evaluation`` (summary in the key scheme ``xquad-r_mono_map``..., per-query ranks,
+        per-pair tables, neighbours, timings), its debias variants in ``.variants``.
+
+    References:
+        Roy et al., "LAReQA: Language-Agnostic Answer Retrieval from a Multilingual Pool", EMNLP
+        2020 (arXiv 2004.05484): the datasets and mAP; Elmahdy et al., arXiv 2408.10536: the
+        macro-averaging and rank distance; XTREME-R (arXiv 2104.07412): mAP@20.
+
+    Example:
+        >>> evaluation = evaluate_lareqa(load_model("me5-small-q4"), load_lareqa("xquad-r"), debias="none,center-pool")
+        >>> evaluation.summary["xquad-r_multi_map"]
     """
     timings = {}
     start = time.perf_counter()
@@ -198,6 +221,14 @@ def run_evaluation(backbone: str, dataset: str = "xquad-r", candidate_context: s
     that holds another kind of run, or an evaluation with other
     parameters, is refused unless ``force`` (``lib.completion.check_run_claim``); a failed
     evaluation leaves no run folder it created.
+
+    Returns:
+        ``(evaluation, path)``: the ``Evaluation`` and its run folder ``outputs/<run>/`` (metrics.json
+        with the primary metric and each key's direction, config.json, per-query tables, MTEB and
+        TREC files, COMPLETE.json last).
+
+    Example:
+        >>> evaluation, path = run_evaluation("outputs/my-hybrid/model", "xquad-r", debias="none,center-pool")
     """
     evaluator = evaluator_for(dataset)
     batch_size, max_questions, run_depth = check_evaluation_parameters(backbone, candidate_context, batch_size,
