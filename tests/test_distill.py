@@ -439,3 +439,17 @@ def test_two_processes_share_the_teacher_cache_and_log_both_terms(tmp_path):
     assert log.step.tolist() == [1, 2] and log.loss_distill.notna().all() and log.loss_contrastive.notna().all()
     np.testing.assert_allclose(log.loss, log.loss_contrastive + log.loss_distill, rtol=1e-6)
     assert len(list((outputs / "cache" / "teacher").glob("*.safetensors"))) == 1    # written once, by rank 0
+
+
+def test_distill_grid_declares_its_primary_questions_on_systems_it_has():
+    """The report's primary analysis of the distillation systems is fixed in the grid file, and every
+    system it names is a system of the grid (what lib.analysis_report looks up in the results)."""
+    from lib.grid_plan import cell_table, load_grid
+
+    grid = load_grid("grid-distill")
+    systems = set(cell_table(grid).system)
+    questions = grid.analysis.questions
+    assert [q.a for q in questions] == ["hybrid+distill", "hybrid+distill", "hybrid+distill", "distill"]
+    for question in questions:
+        names = [question.a, *([question.b] if isinstance(question.b, str) else question.b)]
+        assert set(names) <= systems, (question.name, set(names) - systems)
